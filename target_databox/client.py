@@ -1,0 +1,395 @@
+"""A small client for Databox's Ingestion API v1.
+
+It knows HTTP, auth, Databox's error envelope, retries and pacing, and nothing about
+Singer. Every request goes through one shared `RequestPacer`, so status polls and lookups
+spend the same budget as ingestions, exactly as Databox counts them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import backoff
+import requests
+from requests.adapters import HTTPAdapter
+
+from target_databox.errors import (
+    ApiErrorDetail,
+    ConfigurationError,
+    DataboxApiError,
+    DataboxConnectionError,
+)
+from target_databox.ratelimit import RequestPacer
+
+DEFAULT_API_URL = "https://api.databox.com"
+#: (connect, read) timeouts in seconds for one HTTP request.
+DEFAULT_TIMEOUT = (10.0, 120.0)
+BODY_EXCERPT_CHARS = 200
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how fast to retry 429, 5xx and connection failures."""
+
+    max_seconds: float = 300.0
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+
+
+@dataclass(frozen=True)
+class AcceptedIngestion:
+    ingestion_id: str
+    request_id: str | None
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    ingestion_requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+
+    @property
+    def other_requests(self) -> int:
+        return self.requests - self.ingestion_requests
+
+
+def check_api_url(url: str) -> str:
+    """Refuse a URL that would send the key in clear text to anything but this machine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        msg = f"api_url {url!r} is not an http(s) URL; use e.g. {DEFAULT_API_URL}"
+        raise ConfigurationError(msg)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        msg = (
+            f"api_url {url!r} uses plain http to a non-loopback host, which would expose the "
+            "API key; use https (plain http is only allowed for the local emulator)"
+        )
+        raise ConfigurationError(msg)
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DataboxClient:
+    """Databox v1 endpoints as methods; thread-safe (one pooled session)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_url: str = DEFAULT_API_URL,
+        pacer: RequestPacer,
+        retry: RetryPolicy | None = None,
+        ca_bundle: str | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        pool_size: int = 16,
+        user_agent: str = "target-databox",
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._base = check_api_url(api_url)
+        self._pacer = pacer
+        self._retry = retry or RetryPolicy()
+        self._timeout = timeout
+        self._verify: str | bool = ca_bundle or True
+        self._logger = logger or logging.getLogger(__name__)
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxy/netrc surprises for the key
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers.update(
+            {"x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json"}
+        )
+        self.stats = ClientStats()
+        self._stats_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DataboxClient(api_url={self._base!r})"
+
+    @property
+    def pacer(self) -> RequestPacer:
+        return self._pacer
+
+    def close(self) -> None:
+        self._session.close()
+
+    # Endpoints -------------------------------------------------------------------------
+
+    def validate_key(self) -> None:
+        self._call("GET", "/v1/auth/validate-key", operation="API key check")
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/accounts", operation="account listing").get(
+            "accounts", []
+        ))
+
+    def list_data_sources(self, account_id: int) -> list[dict[str, Any]]:
+        answer = self._call(
+            "GET", f"/v1/accounts/{account_id}/data-sources", operation="data source listing"
+        )
+        return list(answer.get("dataSources", []))
+
+    def create_data_source(
+        self, title: str, *, account_id: int | None, timezone: str | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"title": title}
+        if account_id is not None:
+            body["accountId"] = account_id
+        if timezone:
+            body["timezone"] = timezone
+        return self._call("POST", "/v1/data-sources", json_body=body,
+                          operation="data source creation")
+
+    def delete_data_source(self, data_source_id: int) -> None:
+        self._call("DELETE", f"/v1/data-sources/{data_source_id}",
+                   operation="data source deletion")
+
+    def list_datasets(self, data_source_id: int) -> list[dict[str, Any]]:
+        answer = self._call(
+            "GET", f"/v1/data-sources/{data_source_id}/datasets", operation="dataset listing"
+        )
+        return list(answer.get("datasets", []))
+
+    def create_dataset(
+        self, title: str, *, data_source_id: int, primary_keys: list[str] | None
+    ) -> dict[str, Any]:
+        body = {"title": title, "dataSourceId": data_source_id, "primaryKeys": primary_keys}
+        return self._call("POST", "/v1/datasets", json_body=body, operation="dataset creation")
+
+    def purge_dataset(self, dataset_id: str) -> None:
+        self._call("POST", f"/v1/datasets/{dataset_id}/purge", operation="dataset purge")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._call("DELETE", f"/v1/datasets/{dataset_id}", operation="dataset deletion")
+
+    def ingest(self, dataset_id: str, body: bytes, *, idempotent: bool) -> AcceptedIngestion:
+        """Send one request body of records.
+
+        With `idempotent=False` a failure that may have been applied (dropped connection,
+        5xx) is raised instead of retried: resending it blindly could duplicate rows.
+        """
+        answer = self._call(
+            "POST",
+            f"/v1/datasets/{dataset_id}/data",
+            data=body,
+            operation="ingestion",
+            retry_ambiguous=idempotent,
+            is_ingestion=True,
+        )
+        ingestion_id = answer.get("ingestionId")
+        if not isinstance(ingestion_id, str) or not ingestion_id:
+            raise DataboxApiError(
+                operation="ingestion",
+                status=200,
+                request_id=answer.get("requestId"),
+                body_excerpt="the answer carries no ingestionId",
+            )
+        return AcceptedIngestion(ingestion_id, answer.get("requestId"))
+
+    def list_ingestions(
+        self, dataset_id: str, *, page: int = 1, page_size: int = 100
+    ) -> dict[str, Any]:
+        return self._call(
+            "GET",
+            f"/v1/datasets/{dataset_id}/ingestions",
+            params={"page": page, "pageSize": page_size},
+            operation="ingestion status listing",
+        )
+
+    def get_ingestion(self, dataset_id: str, ingestion_id: str) -> dict[str, Any]:
+        return self._call(
+            "GET",
+            f"/v1/datasets/{dataset_id}/ingestions/{ingestion_id}",
+            operation="ingestion status check",
+        )
+
+    # Transport ------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        json_body: Any = None,
+        data: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        retry_ambiguous: bool = True,
+        is_ingestion: bool = False,
+    ) -> dict[str, Any]:
+        def giveup(exc: Exception) -> bool:
+            if not getattr(exc, "is_retryable", False):
+                return True
+            return not retry_ambiguous and bool(getattr(exc, "may_have_been_applied", False))
+
+        def on_backoff(details: Mapping[str, Any]) -> None:
+            with self._stats_lock:
+                self.stats.retries += 1
+            self._logger.warning(
+                "Retrying Databox %s in %.1f s (attempt %d): %s",
+                operation,
+                details.get("wait", 0.0),
+                details.get("tries", 0),
+                details.get("exception"),
+            )
+
+        send = backoff.on_exception(
+            backoff.expo,
+            (DataboxApiError, DataboxConnectionError),
+            max_time=self._retry.max_seconds,
+            giveup=giveup,
+            on_backoff=on_backoff,
+            logger=None,
+            factor=self._retry.initial_wait,
+            max_value=self._retry.max_wait,
+        )(self._send_once)
+        return send(method, path, operation, json_body, data, params, is_ingestion)
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        json_body: Any,
+        data: bytes | None,
+        params: Mapping[str, Any] | None,
+        is_ingestion: bool,
+    ) -> dict[str, Any]:
+        self._pacer.acquire()
+        with self._stats_lock:
+            self.stats.requests += 1
+            if is_ingestion:
+                self.stats.ingestion_requests += 1
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            response = self._session.request(
+                method,
+                self._base + path,
+                json=json_body,
+                data=data,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+                verify=self._verify,
+                allow_redirects=False,  # never carry the key to another host
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise DataboxConnectionError(operation, _reason(exc),
+                                         may_have_been_applied=False) from None
+        except requests.exceptions.SSLError as exc:
+            msg = f"TLS verification of {self._base} failed ({_reason(exc)}); set ca_bundle"
+            raise ConfigurationError(msg) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise DataboxConnectionError(
+                operation, _reason(exc), may_have_been_applied=_maybe_sent(exc)
+            ) from None
+        except requests.exceptions.Timeout as exc:
+            raise DataboxConnectionError(operation, _reason(exc),
+                                         may_have_been_applied=True) from None
+        return self._decode(response, operation)
+
+    def _decode(self, response: requests.Response, operation: str) -> dict[str, Any]:
+        status = response.status_code
+        body: Any = None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if (
+            200 <= status < 300
+            and isinstance(body, dict)
+            and body.get("status") in (None, "success", "processing")
+        ):
+            return body
+        if 300 <= status < 400:
+            excerpt = f"redirect to {response.headers.get('Location', '?')} refused"
+            raise DataboxApiError(operation=operation, status=status, body_excerpt=excerpt)
+        error = _api_error(operation, status, body, response)
+        if status == 429:
+            with self._stats_lock:
+                self.stats.rate_limited += 1
+            if error.retry_after is not None:
+                self._pacer.pause(error.retry_after)
+        raise error
+
+
+def _api_error(
+    operation: str, status: int, body: Any, response: requests.Response
+) -> DataboxApiError:
+    details: list[ApiErrorDetail] = []
+    request_id = None
+    excerpt = None
+    if isinstance(body, dict):
+        request_id = body.get("requestId")
+        for item in body.get("errors") or []:
+            if isinstance(item, dict):
+                details.append(
+                    ApiErrorDetail(
+                        code=item.get("code"),
+                        message=item.get("message"),
+                        field=item.get("field"),
+                        type=item.get("type"),
+                    )
+                )
+        if not details:
+            excerpt = str(body)[:BODY_EXCERPT_CHARS]
+    else:
+        text = response.text or ""
+        excerpt = (text[:BODY_EXCERPT_CHARS] or "empty body").replace("\n", " ")
+        if 200 <= status < 300:
+            excerpt = f"unexpected answer: {excerpt}"
+    return DataboxApiError(
+        operation=operation,
+        status=status,
+        request_id=request_id or response.headers.get("x-request-id"),
+        errors=details,
+        body_excerpt=excerpt,
+        retry_after=_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(seconds, 0.0)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause, without URLs that would make the line long."""
+    inner: BaseException = exc
+    while inner.__context__ is not None and inner.__context__ is not inner:
+        inner = inner.__context__
+    text = f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
+    return text[:BODY_EXCERPT_CHARS]
+
+
+def _maybe_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """False only when the connection was never established (nothing can have been applied)."""
+    text = repr(exc)
+    never_connected = (
+        "NewConnectionError",
+        "Connection refused",
+        "Name or service not known",
+        "nodename nor servname",
+        "Failed to resolve",
+    )
+    return not any(marker in text for marker in never_connected)
+

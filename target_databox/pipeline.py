@@ -1,0 +1,333 @@
+"""Send request bodies concurrently, verify them, and settle checkpoint lanes.
+
+The main thread keeps reading input while a small pool sends bodies; the verifier
+settles them in the background. Three rules keep this correct:
+
+* per keyed dataset, a row whose key is still unverified in an earlier request waits
+  for it, so a stale value can never land after a newer one;
+* per keyless dataset, one request is in flight at a time, so a request that may or
+  may not have been applied is reconciled against the ingestion list, not resent;
+* the first failure anywhere stops all STATE release and is raised on the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from target_databox.bodies import RequestBody
+from target_databox.checkpoint import Lane, StateTracker
+from target_databox.client import AcceptedIngestion, DataboxClient
+from target_databox.destinations import DatasetHandle
+from target_databox.errors import (
+    DataboxApiError,
+    DataboxConnectionError,
+    IngestionFailedError,
+    TargetDataboxError,
+)
+from target_databox.verify import IngestionVerifier, Outcome, PendingIngestion
+
+RejectedHandler = Callable[["Batch", RequestBody, str, Outcome], None]
+
+
+@dataclass(eq=False)
+class Batch:
+    """One drained batch of one sink: lane records [start, end), sent as several bodies."""
+
+    stream: str
+    lane: Lane
+    start: int
+    end: int
+    dataset: DatasetHandle
+    outstanding: int = 0
+    records_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class StreamStats:
+    requests: int = 0
+    records_sent: int = 0
+    records_verified: int = 0
+    rejected: int = 0
+    appended: int = 0
+    overwritten: int = 0
+
+
+class IngestionPipeline:
+    """Owns the sender pool and the verifier; one per run."""
+
+    def __init__(
+        self,
+        client: DataboxClient,
+        tracker: StateTracker,
+        *,
+        workers: int,
+        verify: bool,
+        ingestion_timeout: float,
+        max_unverified_bytes: int,
+        on_rejected: RejectedHandler | None,
+        logger: logging.Logger,
+    ) -> None:
+        self._client = client
+        self._tracker = tracker
+        self._verify = verify
+        self._logger = logger
+        self._on_rejected = on_rejected
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="databox-send")
+        self._slots = threading.BoundedSemaphore(workers * 2)
+        self._cond = threading.Condition()
+        self._failure: BaseException | None = None
+        self._in_flight = 0  # bodies submitted and not yet settled
+        self._unverified_bytes = 0
+        self._max_unverified_bytes = max_unverified_bytes
+        self.stats: dict[str, StreamStats] = {}
+        self.verifier = IngestionVerifier(
+            client, timeout_seconds=ingestion_timeout, on_failure=self.fail, logger=logger
+        )
+
+    # Failure ---------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._failure is None:
+                self._failure = exc
+            self._tracker.fail()
+            self._cond.notify_all()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    def raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    # Main-thread API --------------------------------------------------------------------
+
+    def submit(self, batch: Batch, bodies: Sequence[RequestBody]) -> None:
+        """Queue a batch's bodies; returns once they are handed to the pool."""
+        self.raise_if_failed()
+        stats = self.stats.setdefault(batch.stream, StreamStats())
+        with batch.lock:
+            batch.outstanding = len(bodies)
+        if not bodies:
+            self._tracker.settle(batch.lane, batch.start, batch.end)
+            return
+        for body in bodies:
+            if batch.dataset.keyed and body.keys:
+                self._wait_for_keys(batch.dataset, body.keys)
+            self._wait_for_room(len(body.data))
+            with self._cond:
+                self._in_flight += 1
+                self._unverified_bytes += len(body.data)
+                if body.keys:
+                    batch.dataset.unverified_keys.update(body.keys)
+            stats.requests += 1
+            stats.records_sent += body.count
+            self._slots.acquire()
+            future = self._pool.submit(self._send, batch, body)
+            future.add_done_callback(self._release_slot)
+
+    def wait_all(self) -> None:
+        """Block until every submitted body is settled; raise the first failure."""
+        with self.verifier.urgent(), self._cond:
+            while self._in_flight and self._failure is None:
+                self._cond.wait(timeout=0.5)
+        self.raise_if_failed()
+
+    def close(self) -> None:
+        self.verifier.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self, exc: BaseException) -> None:
+        """Fail closed without waiting: queued bodies are dropped, nothing more is released."""
+        self.fail(exc)
+        self.verifier.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _wait_for_keys(self, dataset: DatasetHandle, keys: list[Any]) -> None:
+        with self._cond:
+            if not any(k in dataset.unverified_keys for k in keys):
+                return
+        with self.verifier.urgent(), self._cond:
+            while self._failure is None and any(k in dataset.unverified_keys for k in keys):
+                self._cond.wait(timeout=0.5)
+        self.raise_if_failed()
+
+    def _wait_for_room(self, size: int) -> None:
+        with self._cond:
+            if self._unverified_bytes + size <= self._max_unverified_bytes or not self._in_flight:
+                return
+        with self.verifier.urgent(), self._cond:
+            while (
+                self._failure is None
+                and self._in_flight
+                and self._unverified_bytes + size > self._max_unverified_bytes
+            ):
+                self._cond.wait(timeout=0.5)
+        self.raise_if_failed()
+
+    def _release_slot(self, _future: Future[None]) -> None:
+        self._slots.release()
+
+    # Worker side ------------------------------------------------------------------------
+
+    def _send(self, batch: Batch, body: RequestBody) -> None:
+        if self._failure is not None:
+            return
+        try:
+            accepted = self._ingest(batch.dataset, body)
+        except BaseException as exc:  # reported on the main thread
+            self.fail(_with_stream(exc, batch.stream))
+            return
+        self._logger.debug(
+            "Stream '%s': ingestion %s accepted (%d records)",
+            batch.stream, accepted.ingestion_id, body.count,
+        )
+        if not self._verify:
+            self._settle_body(batch, body, Outcome(body.count, body.count, 0, 0, []))
+            return
+
+        def settled(pending: PendingIngestion, outcome: Outcome | None) -> None:
+            assert outcome is not None
+            self._settle_body(batch, body, outcome, pending.ingestion_id)
+
+        self.verifier.track(
+            PendingIngestion(
+                dataset_id=batch.dataset.id,
+                dataset_title=batch.dataset.title,
+                ingestion_id=accepted.ingestion_id,
+                record_count=body.count,
+                accepted_at=time.monotonic(),
+                on_settled=settled,
+            )
+        )
+
+    def _ingest(self, dataset: DatasetHandle, body: RequestBody) -> AcceptedIngestion:
+        if dataset.keyed:
+            accepted = self._client.ingest(dataset.id, body.data, idempotent=True)
+            dataset.known_ingestions.add(accepted.ingestion_id)
+            return accepted
+        with dataset.send_lock:
+            return self._ingest_keyless(dataset, body)
+
+    def _ingest_keyless(self, dataset: DatasetHandle, body: RequestBody) -> AcceptedIngestion:
+        """Send to a keyless dataset; after an ambiguous failure, look before resending."""
+        if not dataset.known_ingestions:
+            dataset.known_ingestions.update(self._recent_ingestion_ids(dataset))
+        for attempt in range(1, 6):
+            try:
+                accepted = self._client.ingest(dataset.id, body.data, idempotent=False)
+            except (DataboxApiError, DataboxConnectionError) as exc:
+                if not exc.may_have_been_applied:
+                    raise
+                appeared = self._recent_ingestion_ids(dataset) - dataset.known_ingestions
+                if len(appeared) == 1:
+                    ingestion_id = appeared.pop()
+                    self._logger.warning(
+                        "Dataset '%s': request failed (%s) but Databox did accept it as "
+                        "ingestion %s; not resending", dataset.title, exc, ingestion_id,
+                    )
+                    dataset.known_ingestions.add(ingestion_id)
+                    return AcceptedIngestion(ingestion_id, None)
+                if appeared:
+                    msg = (
+                        f"Dataset '{dataset.title}': a failed request may have been applied "
+                        f"and {len(appeared)} unknown ingestions appeared; refusing to guess. "
+                        "Check the dataset for duplicates, then re-run from the last STATE"
+                    )
+                    raise IngestionFailedError(msg) from None
+                self._logger.warning(
+                    "Dataset '%s': request failed (%s) and was not applied; resending "
+                    "(attempt %d)", dataset.title, exc, attempt + 1,
+                )
+                time.sleep(min(0.5 * 2**attempt, 10))
+                continue
+            dataset.known_ingestions.add(accepted.ingestion_id)
+            return accepted
+        msg = f"Dataset '{dataset.title}': ingestion kept failing; re-run from the last STATE"
+        raise IngestionFailedError(msg)
+
+    def _recent_ingestion_ids(self, dataset: DatasetHandle) -> set[str]:
+        answer = self._client.list_ingestions(dataset.id, page=1, page_size=100)
+        return {
+            str(item["ingestionId"])
+            for item in answer.get("ingestions") or []
+            if isinstance(item, dict) and item.get("ingestionId")
+        }
+
+    def _settle_body(
+        self,
+        batch: Batch,
+        body: RequestBody,
+        outcome: Outcome,
+        ingestion_id: str = "",
+    ) -> None:
+        try:
+            self._check_outcome(batch, body, outcome, ingestion_id)
+        except BaseException as exc:
+            self.fail(exc)
+            return
+        stats = self.stats[batch.stream]
+        with self._cond:
+            stats.records_verified += body.count - outcome.rejected
+            stats.rejected += outcome.rejected
+            stats.appended += outcome.appended
+            stats.overwritten += outcome.overwritten
+            if body.keys:
+                batch.dataset.unverified_keys.subtract(body.keys)
+                for key in body.keys:
+                    if batch.dataset.unverified_keys[key] <= 0:
+                        del batch.dataset.unverified_keys[key]
+        with batch.lock:
+            batch.outstanding -= 1
+            done = batch.outstanding == 0
+        if done:
+            self._tracker.settle(batch.lane, batch.start, batch.end)
+        with self._cond:
+            self._in_flight -= 1
+            self._unverified_bytes -= len(body.data)
+            self._cond.notify_all()
+
+    def _check_outcome(
+        self, batch: Batch, body: RequestBody, outcome: Outcome, ingestion_id: str
+    ) -> None:
+        where = f"dataset '{batch.dataset.title}' ({batch.dataset.id}), ingestion {ingestion_id}"
+        if outcome.received != body.count:
+            msg = (
+                f"Stream '{batch.stream}': Databox received {outcome.received} of "
+                f"{body.count} records in {where}; re-run from the last STATE"
+            )
+            raise IngestionFailedError(msg)
+        if not outcome.rejected:
+            return
+        if self._on_rejected is not None:
+            self._on_rejected(batch, body, ingestion_id, outcome)
+            return
+        first = "; ".join(
+            f"record {e.get('recordIndex')}: {e.get('field')}: {e.get('message')}"
+            for e in outcome.errors[:3]
+        ) or "no error details given"
+        msg = (
+            f"Stream '{batch.stream}': Databox rejected {outcome.rejected} of {body.count} "
+            f"records in {where}: {first}. Fix the data (or set rejected_records_path to "
+            "keep going and collect them)"
+        )
+        raise IngestionFailedError(msg)
+
+
+def _with_stream(exc: BaseException, stream: str) -> BaseException:
+    if isinstance(exc, DataboxApiError) and not exc.context:
+        return exc.with_context(f"stream '{stream}'")
+    if isinstance(exc, TargetDataboxError) and f"'{stream}'" not in str(exc):
+        wrapped = type(exc).__new__(type(exc))
+        wrapped.__dict__.update(exc.__dict__)
+        wrapped.args = (f"Stream '{stream}': {exc}",)
+        return wrapped
+    return exc

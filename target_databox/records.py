@@ -1,0 +1,259 @@
+"""Turn Singer records into the flat, JSON-safe rows Databox accepts.
+
+Databox datasets take scalars and arrays of scalars; nested objects are rejected
+(shared/databox-api.md B.6). So nested objects become `parent__child` columns (up to the
+configured depth, then JSON text), arrays holding objects become JSON text, date-times
+go back to ISO-8601 strings, Decimals stay exact JSON numbers, and NaN/Infinity (which
+JSON cannot carry) are refused with a clear error instead of being silently nulled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import sys
+import unicodedata
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from target_databox.errors import InputError
+
+#: Databox's limit on a field name's length (B.7).
+MAX_FIELD_NAME_CHARS = 128
+_SCALARS = (str, int, bool, type(None))
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact JSON with exact Decimals (the same encoder the request bodies use)."""
+    return _encoder.encode(value)
+
+
+def datelike_kind(property_schema: Mapping[str, Any]) -> str | None:
+    """'date-time', 'date' or 'time' when a JSON-schema property is one, else None."""
+    candidates: list[Mapping[str, Any]] = [property_schema]
+    for keyword in ("anyOf", "oneOf"):
+        options = property_schema.get(keyword)
+        if isinstance(options, list):
+            candidates.extend(o for o in options if isinstance(o, Mapping))
+    for candidate in candidates:
+        fmt = candidate.get("format")
+        types = candidate.get("type")
+        is_string = types == "string" or (isinstance(types, list) and "string" in types)
+        if fmt in ("date-time", "date", "time") and (is_string or types is None):
+            return str(fmt)
+    return None
+
+
+if sys.version_info >= (3, 11):
+    _parse_datetime = dt.datetime.fromisoformat
+    _parse_date = dt.date.fromisoformat
+    _parse_time = dt.time.fromisoformat
+else:  # pragma: no cover - 3.10 lacks the full ISO-8601 parser
+
+    def _parse_datetime(text: str) -> dt.datetime:
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        return dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+
+    def _parse_date(text: str) -> dt.date:
+        return dt.date.fromisoformat(text[:10]) if len(text) >= 10 else dt.date.fromisoformat(text)
+
+    def _parse_time(text: str) -> dt.time:
+        return dt.time.fromisoformat(text.rstrip("Zz"))
+
+
+def format_datetime(value: dt.datetime) -> str:
+    """ISO-8601, keeping the offset; `Z` for UTC; naive values stay naive (as given)."""
+    offset = value.utcoffset()
+    if offset is None:
+        return value.isoformat()
+    if offset == dt.timedelta(0):
+        return value.replace(tzinfo=None).isoformat() + "Z"
+    return value.isoformat()
+
+
+def _format_temporal(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return format_datetime(value)
+    return str(value.isoformat())
+
+
+class FieldNamer:
+    """Maps record keys to Databox field names: unchanged when valid, else a stable rename.
+
+    Names longer than 128 characters keep a readable prefix plus a hash of the full
+    name, so the same input always yields the same column; control characters become
+    `_`. Each rename is logged once.
+    """
+
+    def __init__(self, stream: str, logger: logging.Logger) -> None:
+        self._stream = stream
+        self._logger = logger
+        self._names: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        known = self._names.get(name)
+        if known is not None:
+            return known
+        fixed = self._fix(name)
+        if fixed != name:
+            self._logger.warning(
+                "Stream '%s': field name %r is not valid in Databox; sending it as %r",
+                self._stream, name, fixed,
+            )
+        self._names[name] = fixed
+        return fixed
+
+    @staticmethod
+    def _fix(name: str) -> str:
+        fixed = "".join("_" if unicodedata.category(c) == "Cc" else c for c in name)
+        if not fixed:
+            fixed = "_"
+        if len(fixed) > MAX_FIELD_NAME_CHARS:
+            digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+            fixed = fixed[: MAX_FIELD_NAME_CHARS - 11] + "_" + digest
+        return fixed
+
+
+class RowShaper:
+    """Flattens and converts one stream's records; built once per SCHEMA."""
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        schema: Mapping[str, Any],
+        key_properties: Sequence[str],
+        flatten: bool,
+        max_depth: int,
+        separator: str,
+        logger: logging.Logger,
+    ) -> None:
+        self.stream = stream
+        self.key_properties = list(key_properties)
+        self.max_depth = max_depth if flatten else 0
+        self.separator = separator
+        properties = schema.get("properties") or {}
+        self.datelike: dict[str, str] = {
+            name: kind
+            for name, prop in properties.items()
+            if isinstance(prop, Mapping) and (kind := datelike_kind(prop))
+        }
+        self._namer = FieldNamer(stream, logger)
+
+    def shape(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
+        """The Databox row for `record` (the `position`-th of the stream, for errors)."""
+        out: dict[str, Any] = {}
+        self._shape_into(out, record, "", 0, position)
+        return out
+
+    def key_of(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(_hashable(row.get(k)) for k in self.key_properties)
+
+    def describe_key(self, record: Mapping[str, Any]) -> str:
+        if not self.key_properties:
+            return "no key properties"
+        return ", ".join(f"{k}={record.get(k)!r}" for k in self.key_properties)
+
+    # The hot path: one call per record, one loop iteration per field.
+    def _shape_into(
+        self, out: dict[str, Any], node: Mapping[str, Any], prefix: str, depth: int, pos: int
+    ) -> None:
+        datelike = self.datelike if depth == 0 else None
+        for raw_key, value in node.items():
+            key = prefix + raw_key if prefix else raw_key
+            vtype = type(value)
+            if vtype is str:
+                if datelike and raw_key in datelike:
+                    value = self._normalize_temporal(value, datelike[raw_key], key, pos)
+            elif vtype is float:
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise self._bad_number(key, value, pos)
+            elif vtype is Decimal:
+                if not value.is_finite():
+                    raise self._bad_number(key, value, pos)
+            elif vtype is dict or isinstance(value, Mapping):
+                if depth < self.max_depth:
+                    self._shape_into(out, value, key + self.separator, depth + 1, pos)
+                    continue
+                value = self._json_text(value, key, pos)
+            elif vtype is list or vtype is tuple:
+                value = self._array(value, key, pos)
+            elif isinstance(value, (dt.datetime, dt.date, dt.time)):
+                value = _format_temporal(value)
+            elif not isinstance(value, _SCALARS) and not isinstance(value, (float, Decimal)):
+                value = str(value)
+            name = self._namer(key)
+            if name in out:
+                msg = (
+                    f"Stream '{self.stream}', record {pos}: flattening produces the column "
+                    f"'{name}' twice; rename one of the fields with a stream map"
+                )
+                raise InputError(msg)
+            out[name] = value
+
+    def _normalize_temporal(self, text: str, kind: str, key: str, pos: int) -> str:
+        try:
+            if kind == "date-time":
+                return format_datetime(_parse_datetime(text))
+            if kind == "date":
+                return _parse_date(text).isoformat()
+            return _parse_time(text).isoformat()
+        except ValueError:
+            msg = (
+                f"Stream '{self.stream}', record {pos}: field '{key}' is declared as "
+                f"format {kind} but holds {text[:60]!r}, which is not ISO-8601; fix the "
+                "tap or drop the format from the schema with a stream map"
+            )
+            raise InputError(msg) from None
+
+    def _array(self, items: Sequence[Any], key: str, pos: int) -> Any:
+        converted: list[Any] = []
+        for item in items:
+            itype = type(item)
+            if itype is dict or itype is list or isinstance(item, (Mapping, list, tuple)):
+                return self._json_text(items, key, pos)
+            if itype is float and (item != item or item in (float("inf"), float("-inf"))):
+                raise self._bad_number(key, item, pos)
+            if itype is Decimal and not item.is_finite():
+                raise self._bad_number(key, item, pos)
+            if isinstance(item, (dt.datetime, dt.date, dt.time)):
+                item = _format_temporal(item)
+            converted.append(item)
+        return converted
+
+    def _json_text(self, value: Any, key: str, pos: int) -> str:
+        return encode_json(self._plain(value, key, pos)).decode("utf-8")
+
+    def _plain(self, value: Any, key: str, pos: int) -> Any:
+        """A nested value made JSON-safe (for JSON text), refusing NaN/Infinity."""
+        if isinstance(value, Mapping):
+            return {str(k): self._plain(v, key, pos) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._plain(v, key, pos) for v in value]
+        if isinstance(value, float) and (value != value or value in (float("inf"), -float("inf"))):
+            raise self._bad_number(key, value, pos)
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise self._bad_number(key, value, pos)
+        if isinstance(value, (dt.datetime, dt.date, dt.time)):
+            return _format_temporal(value)
+        return value
+
+    def _bad_number(self, key: str, value: Any, pos: int) -> InputError:
+        return InputError(
+            f"Stream '{self.stream}', record {pos}: field '{key}' is {value}, which JSON "
+            "cannot carry and Databox cannot store; have the tap send null or a finite number"
+        )
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value

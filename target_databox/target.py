@@ -1,0 +1,158 @@
+"""TargetDatabox: settings, wiring, STATE release, and the exit path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import typing as t
+
+import click
+from singer_sdk import Target
+from singer_sdk.exceptions import (
+    InvalidJSONSchema,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
+from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
+from singer_sdk.mapper import PluginMapper
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from target_databox.errors import TargetDataboxError
+from target_databox.reader import DataboxReader
+from target_databox.runtime import Runtime
+from target_databox.settings import CONFIG_SCHEMA, Settings
+from target_databox.sinks import DataboxSink
+
+if t.TYPE_CHECKING:
+    from types import FrameType
+
+#: Errors that are the user's to fix: reported as one line, no traceback.
+USER_ERRORS = (
+    TargetDataboxError,
+    InvalidInputLine,
+    RecordsWithoutSchemaException,
+    MissingKeyPropertiesError,
+    InvalidJSONSchema,
+)
+
+
+class TargetDatabox(Target):
+    """Loads Singer streams into Databox datasets through the Ingestion API v1."""
+
+    name = "target-databox"
+    config_jsonschema = CONFIG_SCHEMA
+    default_sink_class = DataboxSink
+    message_reader_class = DataboxReader
+    capabilities: t.ClassVar[list[t.Any]] = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+        TargetCapabilities.VALIDATE_RECORDS,
+    ]
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = Settings.from_config(self.config)
+        self.runtime = Runtime(
+            self.settings,
+            str(self.config["api_key"]),
+            write_state=self._emit_state,
+            logger=self.logger,
+            user_agent=f"{self.name}/{self.plugin_version}",
+        )
+        self._terminating: int | None = None
+        if isinstance(self.message_reader, DataboxReader):
+            self.message_reader.on_abort = self.runtime.abort
+        self.runtime.preflight()
+
+    # Flattening is ours (arrays of scalars must stay arrays): keep it out of the mapper.
+    def setup_mapper(self) -> None:
+        config = dict(self.config)
+        config["flattening_enabled"] = False
+        self._mapper = PluginMapper(plugin_config=config, logger=self.logger)
+
+    @property
+    def input_line(self) -> int:
+        reader = self.message_reader
+        return reader.line_number if isinstance(reader, DataboxReader) else 0
+
+    # STATE: released by the checkpoint tracker, never by the SDK's drain ----------------
+
+    def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
+        self._assert_line_requires(message_dict, requires={"value"})
+        state = message_dict["value"]
+        if self._latest_state == state:
+            return
+        self._latest_state = state
+        self.runtime.pipeline.raise_if_failed()
+        self.runtime.tracker.add_state(state)
+
+    def _write_state_message(self, state: dict[str, t.Any]) -> None:
+        """The SDK calls this after every drain_all; the tracker decides instead."""
+
+    def _emit_state(self, state: dict[str, t.Any]) -> None:
+        line = json.dumps(state, separators=(", ", ": "))
+        self.logger.info("Emitting STATE after verification: %s", line[:200])
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    # End of input and signals -----------------------------------------------------------
+
+    def process_endofpipe(self) -> None:
+        try:
+            super().process_endofpipe()
+            self.runtime.pipeline.wait_all()
+        finally:
+            self.runtime.close()
+        if self._terminating is not None:
+            self.logger.warning(
+                "Stopped early on signal %d after verifying everything read so far",
+                self._terminating,
+            )
+            sys.exit(128 + self._terminating)
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        if self._terminating is not None:
+            self.logger.error("Second signal %d: exiting now, without waiting", signum)
+            sys.stdout.flush()
+            os._exit(128 + signum)
+        self._terminating = signum
+        self.logger.warning(
+            "Received signal %d: no more input will be read; finishing and verifying "
+            "in-flight requests, then emitting the last safe STATE",
+            signum,
+        )
+        reader = self.message_reader
+        if isinstance(reader, DataboxReader):
+            reader.request_stop()
+
+    # CLI ----------------------------------------------------------------------------------
+
+    @classmethod
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+        try:
+            super().invoke(*args, **kwargs)
+        except USER_ERRORS as exc:
+            cls.logger.error("%s", _one_line(exc))  # one line, by design
+            sys.exit(1)
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        command = super().get_singer_command()
+        command.help = (
+            "Load Singer messages from stdin into Databox datasets "
+            "(Ingestion API v1). STATE is emitted only after the records before it "
+            "were verified in Databox."
+        )
+        return command
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return " ".join(text.split())
+
+
+logging.getLogger("backoff").addHandler(logging.NullHandler())
