@@ -1,0 +1,99 @@
+"""``target-databox-emulator``: run the Databox emulator as a local HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .config import EmulatorConfig
+from .emulator import Emulator
+
+ENV_KEY = "DATABOX_EMULATOR_API_KEY"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="target-databox-emulator",
+        description="A local stand-in for the Databox Ingestion API v1 (tests, offline runs).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(ENV_KEY),
+        help=f"the accepted x-api-key (or env {ENV_KEY})",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        default=":memory:",
+        help="SQLite file that keeps data across restarts (default: in memory)",
+    )
+    parser.add_argument(
+        "--processing-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds an accepted ingestion stays 'processing'",
+    )
+    parser.add_argument("--max-records", type=int, default=100, metavar="N")
+    parser.add_argument("--max-bytes", type=int, default=1_000_000, metavar="N")
+    parser.add_argument("--rate-per-second", type=int, default=None, metavar="N")
+    parser.add_argument("--rate-per-hour", type=int, default=None, metavar="N")
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="share of API requests that fail at random (0..1)",
+    )
+    parser.add_argument("--fault-seed", type=int, default=0, metavar="N")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; print one line with the URL once listening."""
+    args = build_parser().parse_args(argv)
+    if not args.api_key:
+        print(f"error: --api-key is required (or set {ENV_KEY})", file=sys.stderr)
+        return 2
+    config = EmulatorConfig(
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        db_path=args.db,
+        processing_delay=args.processing_delay,
+        max_records=args.max_records,
+        max_bytes=args.max_bytes,
+        rate_per_second=args.rate_per_second,
+        rate_per_hour=args.rate_per_hour,
+        fault_rate=args.fault_rate,
+        fault_seed=args.fault_seed,
+        verbose=args.verbose,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    emulator = Emulator(config)
+    try:
+        try:
+            url = emulator.start()
+        except OSError as exc:
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+        print(f"Databox emulator listening on {url}", flush=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        emulator.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,163 @@
+"""HTTP/1.1 glue: a threading stdlib server that turns sockets into ``Request``/``Response``.
+
+Keep-alive with exact Content-Length framing (chunked request bodies are read too), quiet unless
+verbose, and open connections are tracked so ``stop()`` really closes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import jsoncodec
+from .app import Request, Response
+from .errors import ApiError
+
+MAX_BODY = 64 * 1024 * 1024
+"""Bodies beyond this are not read at all; the answer is 413 and the connection closes."""
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handle: Callable[[Request], Response],
+        verbose: Callable[[], bool],
+    ) -> None:
+        self.handle_request_fn = handle
+        self.verbose = verbose
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, sock: socket.socket, alive: bool) -> None:
+        with self._connections_lock:
+            if alive:
+                self._connections.add(sock)
+            else:
+                self._connections.discard(sock)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "DataboxEmulator/1"
+    timeout = 120
+    server: EmulatorHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose():
+            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_DELETE = do_PUT = do_PATCH = do_GET
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when it could not be framed (the connection then closes)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        length_text = self.headers.get("Content-Length")
+        if not length_text:
+            return b""
+        try:
+            length = int(length_text)
+        except ValueError:
+            return None
+        if length < 0 or length > MAX_BODY:
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(65537)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY:
+                return None
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(3)
+
+    def _dispatch(self) -> None:
+        body = self._read_body()
+        if body is None:
+            self.close_connection = True
+            error = ApiError(413, "payload_too_large", "request body cannot be read")
+            self._send(Response(413, jsoncodec.dumps_bytes(error.body(str(uuid.uuid4())))))
+            return
+        url = urlsplit(self.path)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        response = self.server.handle_request_fn(
+            Request(self.command, url.path, url.query, headers, body)
+        )
+        if response.delay > 0:
+            time.sleep(response.delay)
+        if response.drop:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._send(response)
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+
+def serve(
+    host: str, port: int, handle: Callable[[Request], Response], verbose: Callable[[], bool]
+) -> tuple[EmulatorHTTPServer, threading.Thread]:
+    """Bind and start serving in a daemon thread; port 0 picks a free port."""
+    server = EmulatorHTTPServer((host, port), handle, verbose)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.1},
+        name="databox-emulator",
+        daemon=True,
+    )
+    thread.start()
+    return server, thread
