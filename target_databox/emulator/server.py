@@ -65,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection, True)
 
     def finish(self) -> None:
@@ -136,16 +137,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _send(self, response: Response) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
+        """Write status line, headers and body in one send: separate small writes meet
+        delayed ACKs and cost ~40 ms per request on keep-alive connections."""
+        self.log_request(response.status)
+        reason = self.responses.get(response.status, ("",))[0]
+        headers = {
+            "Server": self.version_string(),
+            "Date": self.date_time_string(),
+            "Content-Type": response.content_type,
+            "Content-Length": str(len(response.body)),
+            **response.headers,
+        }
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
+            headers["Connection"] = "close"
+        head = f"{self.protocol_version} {response.status} {reason}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in headers.items()
+        )
+        body = b"" if self.command == "HEAD" else response.body
+        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
 
 
 def serve(
@@ -155,7 +164,7 @@ def serve(
     server = EmulatorHTTPServer((host, port), handle, verbose)
     thread = threading.Thread(
         target=server.serve_forever,
-        kwargs={"poll_interval": 0.1},
+        kwargs={"poll_interval": 0.05},
         name="databox-emulator",
         daemon=True,
     )
