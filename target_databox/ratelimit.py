@@ -46,10 +46,17 @@ class RequestPacer:
         sleep: Callable[[float], None] = time.sleep,
         logger: logging.Logger | None = None,
     ) -> None:
-        self._rates = [
-            _rate(per_second, 1000 + SECOND_WINDOW_MARGIN_MS),
-            _rate(per_hour, 3_600_000 * (1 + HOUR_WINDOW_MARGIN)),
-        ]
+        second = _rate(per_second, 1000 + SECOND_WINDOW_MARGIN_MS)
+        hour = _rate(per_hour, 3_600_000 * (1 + HOUR_WINDOW_MARGIN))
+        # An hourly limit looser than the per-second one can never bind (and the bucket
+        # requires windows to get stricter as they grow).
+        binds = hour.limit / hour.interval < second.limit / second.interval
+        if not binds:
+            self._rates = [second]
+        elif hour.limit <= second.limit:
+            self._rates = [hour]
+        else:
+            self._rates = [second, hour]
         self._bucket = InMemoryBucket(self._rates)
         self._clock = clock
         self._sleep = sleep
