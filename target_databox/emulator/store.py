@@ -63,8 +63,10 @@ class Store:
         self._db.executescript(_SCHEMA)
         # Parsed records of accepted-but-unapplied ingestions, so applying needn't re-parse.
         self._pending_records: dict[str, list[Any]] = {}
-        # A monotonic clock does not survive a restart: what was pending is due at once.
-        self._db.execute("UPDATE ingestions SET due_at = -1e300 WHERE status = ?", (PENDING,))
+        # Clocks and poll counts do not survive a restart: what was pending is due at once.
+        self._db.execute(
+            "UPDATE ingestions SET due_at = -1e300, polls_left = 0 WHERE status = ?", (PENDING,)
+        )
         pending = self._scalar("SELECT count(*) FROM ingestions WHERE status = ?", PENDING)
         self._pending = int(pending)
 

@@ -80,7 +80,8 @@ def error_of(response: requests.Response) -> dict[str, Any]:
     """The single error entry of an error envelope (checking the envelope on the way)."""
     body = response.json()
     assert body["status"] == "error"
-    assert isinstance(body["requestId"], str) and len(body["requestId"]) == 36
+    assert isinstance(body["requestId"], str)
+    assert len(body["requestId"]) == 36
     assert len(body["errors"]) == 1
     error: dict[str, Any] = body["errors"][0]
     assert set(error) == {"code", "message", "field", "type"}

@@ -49,9 +49,7 @@ def test_timezones_are_iana_names_with_offsets(api: Api) -> None:
 
 
 def test_create_and_list_data_sources(api: Api, emu: Emulator) -> None:
-    response = api.post(
-        "/v1/data-sources", json={"title": "Shop", "timezone": "Europe/Ljubljana"}
-    )
+    response = api.post("/v1/data-sources", json={"title": "Shop", "timezone": "Europe/Ljubljana"})
     assert response.status_code == 200
     created = response.json()
     assert created["status"] == "processing"
