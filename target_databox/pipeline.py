@@ -71,6 +71,7 @@ class IngestionPipeline:
         verify: bool,
         ingestion_timeout: float,
         max_unverified_bytes: int,
+        max_unverified_batches: int,
         on_rejected: RejectedHandler | None,
         logger: logging.Logger,
     ) -> None:
@@ -86,6 +87,8 @@ class IngestionPipeline:
         self._in_flight = 0  # bodies submitted and not yet settled
         self._unverified_bytes = 0
         self._max_unverified_bytes = max_unverified_bytes
+        self._max_unverified_batches = max_unverified_batches
+        self._unverified_batches = 0
         self.stats: dict[str, StreamStats] = {}
         self.verifier = IngestionVerifier(
             client, timeout_seconds=ingestion_timeout, on_failure=self.fail, logger=logger
@@ -119,6 +122,8 @@ class IngestionPipeline:
         if not bodies:
             self._tracker.settle(batch.lane, batch.start, batch.end)
             return
+        with self._cond:
+            self._unverified_batches += 1
         for body in bodies:
             if batch.dataset.keyed and body.keys:
                 self._wait_for_keys(batch.dataset, body.keys)
@@ -133,6 +138,7 @@ class IngestionPipeline:
             self._slots.acquire()
             future = self._pool.submit(self._send, batch, body)
             future.add_done_callback(self._release_slot)
+        self._wait_for_batches()
 
     def wait_all(self) -> None:
         """Block until every submitted body is settled; raise the first failure."""
@@ -169,6 +175,19 @@ class IngestionPipeline:
                 self._failure is None
                 and self._in_flight
                 and self._unverified_bytes + size > self._max_unverified_bytes
+            ):
+                self._cond.wait(timeout=0.5)
+        self.raise_if_failed()
+
+    def _wait_for_batches(self) -> None:
+        """Bound how far verification (and so STATE) may trail the input."""
+        with self._cond:
+            if self._unverified_batches <= self._max_unverified_batches:
+                return
+        with self.verifier.urgent(), self._cond:
+            while (
+                self._failure is None
+                and self._unverified_batches > self._max_unverified_batches
             ):
                 self._cond.wait(timeout=0.5)
         self.raise_if_failed()
@@ -291,6 +310,8 @@ class IngestionPipeline:
         if done:
             self._tracker.settle(batch.lane, batch.start, batch.end)
         with self._cond:
+            if done:
+                self._unverified_batches -= 1
             self._in_flight -= 1
             self._unverified_bytes -= len(body.data)
             self._cond.notify_all()

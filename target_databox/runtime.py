@@ -70,6 +70,7 @@ class Runtime:
             verify=settings.verify_ingestions,
             ingestion_timeout=settings.ingestion_timeout_seconds,
             max_unverified_bytes=MAX_UNVERIFIED_BYTES,
+            max_unverified_batches=settings.max_unverified_batches,
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
         )

@@ -43,6 +43,10 @@ CONFIG_SCHEMA = th.PropertiesList(
                             "connection errors."),
     th.Property("max_parallel_requests", th.IntegerType(minimum=1, maximum=32), default=4,
                 description="Ingestion requests in flight at once (all streams)."),
+    th.Property("max_unverified_batches", th.IntegerType(minimum=0), default=10,
+                description="Drained batches that may await verification while input is "
+                            "still read; 0 makes each drain wait for its verification "
+                            "(a checkpoint per batch, slower)."),
     th.Property("rejected_records_path", th.StringType,
                 description="If set, records Databox rejects are appended to this JSON-lines "
                             "file and the run continues; otherwise a rejection fails the run."),
@@ -74,6 +78,7 @@ class Settings:
     ingestion_timeout_seconds: float
     max_retry_seconds: float
     max_parallel_requests: int
+    max_unverified_batches: int
     rejected_records_path: str | None
     ca_bundle: str | None
     load_method: str
@@ -101,6 +106,7 @@ class Settings:
             ingestion_timeout_seconds=float(get("ingestion_timeout_seconds", 600)),
             max_retry_seconds=float(get("max_retry_seconds", 300)),
             max_parallel_requests=int(get("max_parallel_requests", 4)),
+            max_unverified_batches=int(get("max_unverified_batches", 10)),
             rejected_records_path=get("rejected_records_path"),
             ca_bundle=get("ca_bundle"),
             load_method=str(get("load_method", "append-only")),
