@@ -117,12 +117,16 @@ def check_field_name(name: str) -> None:
         raise _Reject("invalid_field_name", name, "field names may not contain control characters")
 
 
-def _check_record(record: Any, columns: dict[str, str], primary_keys: list[str]) -> dict[str, str]:
+def _check_record(
+    record: Any, columns: dict[str, str], primary_keys: list[str], good_names: set[str]
+) -> dict[str, str]:
     """Validate one record; return the columns it would add. Raises _Reject on the first problem."""
     if type(record) is not dict:
         raise _Reject("invalid_record", None, "each record must be a JSON object")
     for name in record:
-        check_field_name(name)
+        if name not in good_names:
+            check_field_name(name)
+            good_names.add(name)
     for key in primary_keys:
         if record.get(key) is None:
             raise _Reject(
@@ -160,10 +164,11 @@ def check_records(
     """Validate records in order; accepted ones may introduce columns later records must respect."""
     known = dict(columns)
     pks = primary_keys or []
+    good_names = set(columns)
     result = CheckResult()
     for index, record in enumerate(records):
         try:
-            added = _check_record(record, known, pks)
+            added = _check_record(record, known, pks, good_names)
         except _Reject as exc:
             result.errors.append(RecordError(index, exc.field, exc.code, exc.message))
             continue

@@ -1,35 +1,36 @@
 """JSON that keeps numbers exactly: non-integers become ``decimal.Decimal``, integers stay ``int``.
 
-simplejson is used for both directions because it writes ``Decimal`` back verbatim (the stdlib
-``json`` module cannot), and its C speedups keep ingestion fast.
+msgspec (already a dependency through singer-sdk[msgspec]) parses floats through a Decimal hook
+and writes Decimals back verbatim, and it is fast enough for hundreds of ingestions per second.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-import simplejson
+import msgspec
+
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+_encoder = msgspec.json.Encoder(decimal_format="number")
 
 
 class JsonError(ValueError):
-    """The text is not valid JSON (NaN/Infinity are rejected too)."""
+    """The text is not valid JSON (NaN/Infinity and invalid UTF-8 are rejected too)."""
 
 
 def loads(data: bytes | str) -> Any:
     """Parse JSON, keeping non-integer numbers as Decimal."""
     try:
-        if isinstance(data, bytes):
-            data = data.decode("utf-8")
-        return simplejson.loads(data, use_decimal=True)
-    except (UnicodeDecodeError, simplejson.JSONDecodeError, RecursionError) as exc:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
         raise JsonError(str(exc)) from exc
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON text; Decimals are written exactly as parsed."""
-    text: str = simplejson.dumps(value, use_decimal=True, separators=(",", ":"))
-    return text
-
-
 def dumps_bytes(value: Any) -> bytes:
-    return dumps(value).encode("utf-8")
+    """Compact UTF-8 JSON; Decimals are written exactly as parsed."""
+    return _encoder.encode(value)
+
+
+def dumps(value: Any) -> str:
+    return _encoder.encode(value).decode("utf-8")
