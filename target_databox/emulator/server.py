@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
                 self._connections.add(sock)
             else:
                 self._connections.discard(sock)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (timeouts, drops) are normal here; only report real errors."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError) and not self.verbose():
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self._connections_lock:
@@ -124,9 +131,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         headers = {name.lower(): value for name, value in self.headers.items()}
-        response = self.server.handle_request_fn(
-            Request(self.command, url.path, url.query, headers, body)
-        )
+        try:
+            response = self.server.handle_request_fn(
+                Request(self.command, url.path, url.query, headers, body)
+            )
+        except Exception:  # a bug: answer 500 rather than hang up, and say what happened
+            traceback.print_exc()
+            error = ApiError(500, "internal_error", "emulator error", type="server")
+            response = Response(500, jsoncodec.dumps_bytes(error.body(str(uuid.uuid4()))))
         if response.delay > 0:
             time.sleep(response.delay)
         if response.drop:
