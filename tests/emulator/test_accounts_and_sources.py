@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
@@ -122,7 +123,7 @@ def test_unknown_path_and_wrong_method(api: Api) -> None:
 
 
 @pytest.fixture
-def two_accounts() -> Emulator:
+def two_accounts() -> Iterator[Emulator]:
     config = EmulatorConfig(
         api_key="admin",
         accounts=[Account(1, "One"), Account(2, "Two", "agency"), Account(3, "Three", "client")],
