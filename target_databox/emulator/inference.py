@@ -137,24 +137,16 @@ def _check_record(
         if value is None:
             continue
         column = columns.get(name)
-        if column is None:
-            try:
+        try:
+            if column is None:
                 added[name] = value_type(value) or STRING  # value is not None here
-            except _Reject as exc:
-                raise _Reject(exc.code, name, exc.message) from None
-        elif not _fits(column, value):
-            try:
+            elif not _fits(column, value):
                 got = value_type(value)
-            except _Reject as exc:
-                raise _Reject(exc.code, name, exc.message) from None
-            raise _Reject(
-                "type_mismatch", name, f"field {name!r} is a {column} column, got a {got} value"
-            )
-        elif column == ARRAY:
-            try:
-                value_type(value)
-            except _Reject as exc:
-                raise _Reject(exc.code, name, exc.message) from None
+                raise _Reject("type_mismatch", name, f"{name!r} is a {column} column, got {got}")
+            elif column == ARRAY:
+                value_type(value)  # the elements must be scalars
+        except _Reject as exc:
+            raise _Reject(exc.code, exc.field or name, exc.message) from None
     return added
 
 
