@@ -56,6 +56,10 @@ class StateTracker:
             self._lanes.append(lane)
         return lane
 
+    def lanes(self) -> list[Lane]:
+        with self._lock:
+            return list(self._lanes)
+
     def add_state(self, value: dict[str, Any]) -> None:
         with self._lock:
             needs = [(lane, lane.received) for lane in self._lanes if lane.unsettled]

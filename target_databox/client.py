@@ -46,6 +46,7 @@ class RetryPolicy:
 class AcceptedIngestion:
     ingestion_id: str
     request_id: str | None
+    retries: int = 0
 
 
 @dataclass
@@ -182,6 +183,7 @@ class DataboxClient:
         With `idempotent=False` a failure that may have been applied (dropped connection,
         5xx) is raised instead of retried: resending it blindly could duplicate rows.
         """
+        retries: list[int] = []
         answer = self._call(
             "POST",
             f"/v1/datasets/{dataset_id}/data",
@@ -189,6 +191,7 @@ class DataboxClient:
             operation="ingestion",
             retry_ambiguous=idempotent,
             is_ingestion=True,
+            retries=retries,
         )
         ingestion_id = answer.get("ingestionId")
         if not isinstance(ingestion_id, str) or not ingestion_id:
@@ -198,7 +201,7 @@ class DataboxClient:
                 request_id=answer.get("requestId"),
                 body_excerpt="the answer carries no ingestionId",
             )
-        return AcceptedIngestion(ingestion_id, answer.get("requestId"))
+        return AcceptedIngestion(ingestion_id, answer.get("requestId"), len(retries))
 
     def list_ingestions(
         self, dataset_id: str, *, page: int = 1, page_size: int = 100
@@ -230,6 +233,7 @@ class DataboxClient:
         params: Mapping[str, Any] | None = None,
         retry_ambiguous: bool = True,
         is_ingestion: bool = False,
+        retries: list[int] | None = None,
     ) -> dict[str, Any]:
         def giveup(exc: Exception) -> bool:
             if not getattr(exc, "is_retryable", False):
@@ -239,6 +243,8 @@ class DataboxClient:
         def on_backoff(details: Mapping[str, Any]) -> None:
             with self._stats_lock:
                 self.stats.retries += 1
+            if retries is not None:
+                retries.append(1)
             self._logger.warning(
                 "Retrying Databox %s in %.1f s (attempt %d): %s",
                 operation,

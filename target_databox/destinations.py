@@ -35,6 +35,10 @@ class DatasetHandle:
     known_ingestions: set[str] = field(default_factory=set)
     purged: bool = False
     purge_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Column kinds implied by the run's schemas so far (see columns.py).
+    column_kinds: dict[str, str] = field(default_factory=dict)
+    #: The table version (ACTIVATE_VERSION) whose rows the dataset holds in this run.
+    table_version: int | None = None
 
     @property
     def keyed(self) -> bool:
@@ -189,6 +193,10 @@ class DestinationResolver:
             self._client.purge_dataset(handle.id)
             handle.purged = True
             self._logger.info("Dataset %s (%r) purged: %s", handle.id, handle.title, reason)
+
+    def existing_dataset_titles(self) -> list[str]:
+        with self._lock:
+            return list(self._existing_datasets())
 
     def datasets(self) -> Iterable[DatasetHandle]:
         with self._lock:

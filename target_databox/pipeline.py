@@ -51,12 +51,20 @@ class Batch:
 
 @dataclass
 class StreamStats:
+    """Per-stream counters for progress logs and the end-of-run summary."""
+
+    dataset_id: str = ""
+    dataset_title: str = ""
     requests: int = 0
     records_sent: int = 0
     records_verified: int = 0
     rejected: int = 0
     appended: int = 0
     overwritten: int = 0
+    retries: int = 0
+    duplicates_merged: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    finished_at: float | None = None
 
 
 class IngestionPipeline:
@@ -116,7 +124,8 @@ class IngestionPipeline:
     def submit(self, batch: Batch, bodies: Sequence[RequestBody]) -> None:
         """Queue a batch's bodies; returns once they are handed to the pool."""
         self.raise_if_failed()
-        stats = self.stats.setdefault(batch.stream, StreamStats())
+        stats = self.stats_for(batch.stream)
+        stats.dataset_id, stats.dataset_title = batch.dataset.id, batch.dataset.title
         with batch.lock:
             batch.outstanding = len(bodies)
         if not bodies:
@@ -139,6 +148,12 @@ class IngestionPipeline:
             future = self._pool.submit(self._send, batch, body)
             future.add_done_callback(self._release_slot)
         self._wait_for_batches()
+
+    def stats_for(self, stream: str) -> StreamStats:
+        stats = self.stats.get(stream)
+        if stats is None:
+            stats = self.stats.setdefault(stream, StreamStats())
+        return stats
 
     def wait_all(self) -> None:
         """Block until every submitted body is settled; raise the first failure."""
@@ -209,6 +224,9 @@ class IngestionPipeline:
             "Stream '%s': ingestion %s accepted (%d records)",
             batch.stream, accepted.ingestion_id, body.count,
         )
+        if accepted.retries:
+            with self._cond:
+                self.stats_for(batch.stream).retries += accepted.retries
         if not self._verify:
             self._settle_body(batch, body, Outcome(body.count, body.count, 0, 0, []))
             return
@@ -299,6 +317,7 @@ class IngestionPipeline:
             stats.rejected += outcome.rejected
             stats.appended += outcome.appended
             stats.overwritten += outcome.overwritten
+            stats.finished_at = time.monotonic()
             if body.keys:
                 batch.dataset.unverified_keys.subtract(body.keys)
                 for key in body.keys:

@@ -91,9 +91,12 @@ class FieldNamer:
     `_`. Each rename is logged once.
     """
 
-    def __init__(self, stream: str, logger: logging.Logger) -> None:
+    def __init__(
+        self, stream: str, logger: logging.Logger, max_length: int = MAX_FIELD_NAME_CHARS
+    ) -> None:
         self._stream = stream
         self._logger = logger
+        self._max_length = max(16, min(max_length, MAX_FIELD_NAME_CHARS))
         self._names: dict[str, str] = {}
 
     def __call__(self, name: str) -> str:
@@ -109,14 +112,13 @@ class FieldNamer:
         self._names[name] = fixed
         return fixed
 
-    @staticmethod
-    def _fix(name: str) -> str:
+    def _fix(self, name: str) -> str:
         fixed = "".join("_" if unicodedata.category(c) == "Cc" else c for c in name)
         if not fixed:
             fixed = "_"
-        if len(fixed) > MAX_FIELD_NAME_CHARS:
+        if len(fixed) > self._max_length:
             digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
-            fixed = fixed[: MAX_FIELD_NAME_CHARS - 11] + "_" + digest
+            fixed = fixed[: self._max_length - 11] + "_" + digest
         return fixed
 
 
@@ -133,6 +135,7 @@ class RowShaper:
         max_depth: int,
         separator: str,
         logger: logging.Logger,
+        max_key_length: int = MAX_FIELD_NAME_CHARS,
     ) -> None:
         self.stream = stream
         self.key_properties = list(key_properties)
@@ -144,7 +147,7 @@ class RowShaper:
             for name, prop in properties.items()
             if isinstance(prop, Mapping) and (kind := datelike_kind(prop))
         }
-        self._namer = FieldNamer(stream, logger)
+        self._namer = FieldNamer(stream, logger, max_key_length)
 
     def shape(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
         """The Databox row for `record` (the `position`-th of the stream, for errors)."""

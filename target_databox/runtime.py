@@ -15,6 +15,7 @@ from target_databox.checkpoint import StateTracker
 from target_databox.client import DataboxClient, RetryPolicy
 from target_databox.destinations import DatasetHandle, DestinationResolver
 from target_databox.pipeline import Batch, IngestionPipeline
+from target_databox.progress import RunReporter
 from target_databox.ratelimit import RequestPacer
 from target_databox.rejects import RejectedRecordsFile
 from target_databox.settings import Settings
@@ -75,8 +76,18 @@ class Runtime:
             logger=logger,
         )
 
-    def preflight(self) -> None:
-        self.resolver.preflight()
+        self.reporter = RunReporter(
+            tracker=self.tracker,
+            pipeline=self.pipeline,
+            pacer=self.pacer,
+            hourly_limit=settings.max_requests_per_hour,
+            interval=settings.progress_interval_seconds,
+            rejects_path=settings.rejected_records_path,
+            logger=logger,
+        )
+
+    def preflight(self, *, create: bool = True) -> None:
+        self.resolver.preflight(create=create)
 
     def before_ingestion(self, dataset: DatasetHandle) -> None:
         """load_method overwrite: empty the dataset once, before the run's first rows."""
@@ -90,12 +101,20 @@ class Runtime:
         self.rejects.write(batch.stream, batch.dataset.id, ingestion_id, body, outcome)
 
     def abort(self, exc: BaseException) -> None:
-        """Reading failed: stop sending, release nothing more, do not wait."""
+        """Reading failed. What was already sent is still verified (so every STATE it
+        covers is released, giving the best point to resume from); nothing more is sent."""
+        if self.pipeline.failure is None:
+            try:
+                self.pipeline.wait_all()
+            except Exception:  # the original error is the one to report
+                self.logger.debug("Verification of in-flight requests failed", exc_info=True)
         self.pipeline.abort(exc)
+        self.reporter.log_summary(succeeded=False)
         if self.rejects is not None:
             self.rejects.close()
 
     def close(self) -> None:
+        self.reporter.stop()
         self.pipeline.close()
         self.client.close()
         if self.rejects is not None:

@@ -53,6 +53,18 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property("ca_bundle", th.StringType,
                 description="Path to a CA bundle for TLS verification (verification is "
                             "always on)."),
+    th.Property("progress_interval_seconds", th.NumberType(minimum=0), default=30,
+                description="Log a progress line (records read, sent, verified, rejected; "
+                            "request budget and rate) this often; 0 turns it off."),
+    th.Property("load_method", th.StringType, default="append-only",
+                allowed_values=["append-only", "upsert", "overwrite"],
+                description="append-only and upsert add rows (with key properties a re-sent "
+                            "key overwrites its row); overwrite purges each stream's dataset "
+                            "once per run, right before the run's first rows for it."),
+    th.Property("allow_column_type_changes", th.BooleanType, default=False,
+                description="Send a property whose JSON-schema type changed incompatibly "
+                            "mid-run anyway (Databox rejects values that do not match a "
+                            "column's first type); by default the run fails early."),
     th.Property("flattening_enabled", th.BooleanType, default=True,
                 description="Flatten nested objects into parent__child columns (Databox "
                             "rejects nested objects)."),
@@ -81,10 +93,13 @@ class Settings:
     max_unverified_batches: int
     rejected_records_path: str | None
     ca_bundle: str | None
+    progress_interval_seconds: float
     load_method: str
+    allow_column_type_changes: bool
     flatten: bool
     flatten_max_depth: int
     flatten_separator: str
+    flatten_max_key_length: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -109,8 +124,11 @@ class Settings:
             max_unverified_batches=int(get("max_unverified_batches", 10)),
             rejected_records_path=get("rejected_records_path"),
             ca_bundle=get("ca_bundle"),
+            progress_interval_seconds=float(get("progress_interval_seconds", 30)),
             load_method=str(get("load_method", "append-only")),
+            allow_column_type_changes=bool(get("allow_column_type_changes", False)),
             flatten=bool(get("flattening_enabled", True)),
             flatten_max_depth=int(get("flattening_max_depth", 10)),
             flatten_separator=str(get("flattening_separator", "__")),
+            flatten_max_key_length=int(get("flattening_max_key_length", 128)),
         )

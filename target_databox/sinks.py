@@ -9,12 +9,15 @@ from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+from target_databox.batch_files import read_batch_files
 from target_databox.bodies import max_row_bytes, pack
+from target_databox.columns import ANY, changed_columns, column_kinds
 from target_databox.errors import InputError
 from target_databox.pipeline import Batch
 from target_databox.records import RowShaper, encode_json
 
 if t.TYPE_CHECKING:
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding
     from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
 
     from target_databox.runtime import Runtime
@@ -62,12 +65,37 @@ class DataboxSink(BatchSink):
             max_depth=settings.flatten_max_depth,
             separator=settings.flatten_separator,
             logger=self.logger,
+            max_key_length=settings.flatten_max_key_length,
         )
         self._max_row_bytes = max_row_bytes(settings.max_request_bytes)
         self.lane = self.runtime.tracker.new_lane(stream_name)
         self.dataset = self.runtime.resolver.dataset_for(
             stream_name, list(self.key_properties) or None
         )
+        self._check_column_types()
+
+    def _check_column_types(self) -> None:
+        """Fail before sending a schema whose types Databox would reject row by row."""
+        settings = self.runtime.settings
+        kinds = column_kinds(
+            self.schema,
+            max_depth=settings.flatten_max_depth if settings.flatten else 0,
+            separator=settings.flatten_separator,
+        )
+        known = self.dataset.column_kinds
+        changes = changed_columns(known, kinds)
+        if changes and not settings.allow_column_type_changes:
+            name, old, new = changes[0]
+            msg = (
+                f"Stream '{self.stream_name}': property '{name}' changed type from {old} to "
+                f"{new} in a new SCHEMA, but Databox keeps a column's first type and would "
+                "reject every such row; load it into a new dataset (alias the stream with a "
+                "stream map) or set allow_column_type_changes: true to send it anyway"
+            )
+            raise InputError(msg)
+        for name, kind in kinds.items():
+            if known.get(name, ANY) == ANY:
+                known[name] = kind
 
     # Validation: compiled, and one clear line when a record does not match --------------
 
@@ -155,6 +183,25 @@ class DataboxSink(BatchSink):
             self.stream_name, len(rows), len(bodies), self.dataset.id,
         )
 
+    # ACTIVATE_VERSION and BATCH --------------------------------------------------------
+
+    def activate_version(self, new_version: int) -> None:
+        self._target.start_table_version(self, new_version)
+
+    def process_batch_files(
+        self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]
+    ) -> None:
+        """Records from BATCH files take the same path as RECORD messages: validation,
+        shaping, limits, checkpoint counting, drains when full, verification."""
+        for record in read_batch_files(encoding, files, self.batch_config):
+            self._validate_and_parse(record)
+            context = self._get_context(record)
+            self.tally_record_read()
+            self.process_record(record, context)
+            self.record_counter_metric.increment()
+            if self.is_full:
+                self._target.drain_one(self)
+
     def _last_per_key(
         self, rows: list[bytes], keys: list[t.Any]
     ) -> tuple[list[bytes], list[t.Any]]:
@@ -164,6 +211,8 @@ class DataboxSink(BatchSink):
             last[key] = index
         if len(last) == len(keys):
             return rows, keys
-        self.tally_duplicate_merged(len(keys) - len(last))
+        merged = len(keys) - len(last)
+        self.tally_duplicate_merged(merged)
+        self.runtime.pipeline.stats_for(self.stream_name).duplicates_merged += merged
         order = sorted(last.values())
         return [rows[i] for i in order], [keys[i] for i in order]

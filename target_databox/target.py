@@ -50,10 +50,12 @@ class TargetDatabox(Target):
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.FLATTENING,
         PluginCapabilities.STRUCTURED_LOGGING,
+        PluginCapabilities.ACTIVATE_VERSION,
+        PluginCapabilities.BATCH,
         TargetCapabilities.VALIDATE_RECORDS,
     ]
 
-    def __init__(self, **kwargs: t.Any) -> None:
+    def __init__(self, *, check_only: bool = False, **kwargs: t.Any) -> None:
         super().__init__(**kwargs)
         self.settings = Settings.from_config(self.config)
         self.runtime = Runtime(
@@ -64,9 +66,13 @@ class TargetDatabox(Target):
             user_agent=f"{self.name}/{self.plugin_version}",
         )
         self._terminating: int | None = None
+        #: Table versions seen on RECORD messages, per stream (see start_table_version).
+        self._record_versions: dict[str, set[int]] = {}
         if isinstance(self.message_reader, DataboxReader):
             self.message_reader.on_abort = self.runtime.abort
-        self.runtime.preflight()
+        self.runtime.preflight(create=not check_only)
+        if not check_only:
+            self.runtime.reporter.start()
 
     # Flattening is ours (arrays of scalars must stay arrays): keep it out of the mapper.
     def setup_mapper(self) -> None:
@@ -78,6 +84,44 @@ class TargetDatabox(Target):
     def input_line(self) -> int:
         reader = self.message_reader
         return reader.line_number if isinstance(reader, DataboxReader) else 0
+
+    # Records and table versions -----------------------------------------------------
+
+    def _process_record_message(self, message_dict: dict[str, t.Any]) -> None:
+        version = message_dict.get("version")
+        if version is not None:
+            self._record_versions.setdefault(message_dict.get("stream", ""), set()).add(version)
+        super()._process_record_message(message_dict)
+
+    def start_table_version(self, sink: DataboxSink, version: int) -> None:
+        """ACTIVATE_VERSION: a full-table sync of `version` replaces the dataset's rows.
+
+        Databox cannot delete rows one by one, so when a new version starts the dataset
+        is purged before the version's first record lands: everything queued so far is
+        flushed and verified first, then the purge. Repeating the active version does
+        nothing. A version announced only after its records (some taps do that at the
+        end of a sync) cannot purge without losing those records: it is logged instead.
+        """
+        dataset = sink.dataset
+        if dataset.table_version == version:
+            return
+        raw_streams = [
+            name for name, maps in self.mapper.stream_maps.items()
+            if any(m.stream_alias == sink.stream_name for m in maps)
+        ] or [sink.stream_name]
+        if any(version in self._record_versions.get(name, ()) for name in raw_streams):
+            self.logger.warning(
+                "Stream '%s': ACTIVATE_VERSION %s arrived after records of that version; "
+                "rows of older versions cannot be removed without removing them too, so "
+                "dataset %s keeps them",
+                sink.stream_name, version, dataset.id,
+            )
+            dataset.table_version = version
+            return
+        self.drain_all()
+        self.runtime.pipeline.wait_all()
+        self.runtime.resolver.purge(dataset, f"table version {version} starts a full sync")
+        dataset.table_version = version
 
     # STATE: released by the checkpoint tracker, never by the SDK's drain ----------------
 
@@ -102,10 +146,13 @@ class TargetDatabox(Target):
     # End of input and signals -----------------------------------------------------------
 
     def process_endofpipe(self) -> None:
+        succeeded = False
         try:
             super().process_endofpipe()
             self.runtime.pipeline.wait_all()
+            succeeded = True
         finally:
+            self.runtime.reporter.log_summary(succeeded=succeeded)
             self.runtime.close()
         if self._terminating is not None:
             self.logger.warning(
@@ -132,16 +179,55 @@ class TargetDatabox(Target):
     # CLI ----------------------------------------------------------------------------------
 
     @classmethod
-    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+    def invoke(cls, *args: t.Any, check: bool = False, **kwargs: t.Any) -> None:  # type: ignore[override]
         try:
+            if check:
+                cls._check(kwargs.get("config"))
+                return
             super().invoke(*args, **kwargs)
         except USER_ERRORS as exc:
             cls.logger.error("%s", _one_line(exc))  # one line, by design
             sys.exit(1)
 
     @classmethod
+    def _check(cls, config: t.Any) -> None:
+        """Pre-flight only: key, account, data source and datasets; reads no input."""
+        target = cls(
+            config=dict(getattr(config, "config", None) or {}),
+            parse_env_config=bool(getattr(config, "parse_env", False)),
+            validate_config=True,
+            check_only=True,
+        )
+        resolver = target.runtime.resolver
+        account = resolver.account or {}
+        print(f"API key: valid (api_url {target.settings.api_url})")
+        print(f"Account: {account.get('id')} ({account.get('name')}, {account.get('accountType')})")
+        source = resolver.data_source
+        if source is None:
+            print(
+                f"Data source: {target.settings.data_source_name!r} does not exist yet; "
+                f"it would be created (timezone {target.settings.timezone})"
+            )
+        else:
+            print(f"Data source: {source.get('id')} ({source.get('title')!r}) exists")
+            titles = sorted(resolver.existing_dataset_titles())
+            print("Existing datasets: " + (", ".join(repr(t) for t in titles) or "none"))
+            print("Each incoming stream without a dataset of its name gets a new dataset.")
+        print(f"Load method: {target.settings.load_method}")
+        target.runtime.close()
+
+    @classmethod
     def get_singer_command(cls) -> click.Command:
         command = super().get_singer_command()
+        command.params.append(
+            click.Option(
+                ["--check"],
+                is_flag=True,
+                default=False,
+                help="Pre-flight: check the API key, resolve account and data source, list "
+                     "what exists and what would be created; reads no input, creates nothing.",
+            )
+        )
         command.help = (
             "Load Singer messages from stdin into Databox datasets "
             "(Ingestion API v1). STATE is emitted only after the records before it "
