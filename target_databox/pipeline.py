@@ -59,8 +59,6 @@ class StreamStats:
     records_sent: int = 0
     records_verified: int = 0
     rejected: int = 0
-    appended: int = 0
-    overwritten: int = 0
     retries: int = 0
     duplicates_merged: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -315,8 +313,6 @@ class IngestionPipeline:
         with self._cond:
             stats.records_verified += body.count - outcome.rejected
             stats.rejected += outcome.rejected
-            stats.appended += outcome.appended
-            stats.overwritten += outcome.overwritten
             stats.finished_at = time.monotonic()
             if body.keys:
                 batch.dataset.unverified_keys.subtract(body.keys)

@@ -107,11 +107,11 @@ class RunReporter:
             ended = s.finished_at or time.monotonic()
             self._logger.info(
                 "Summary for stream '%s' → dataset '%s' (%s): %d records read, %d sent in "
-                "%d requests, %d verified (%d appended, %d overwritten), %d rejected, "
+                "%d requests, %d verified, %d rejected, "
                 "%d retries, %d duplicates merged, %.1f s",
                 stream, s.dataset_title or stream, s.dataset_id or "not created",
                 read.get(stream, 0), s.records_sent, s.requests, s.records_verified,
-                s.appended, s.overwritten, s.rejected, s.retries, s.duplicates_merged,
+                s.rejected, s.retries, s.duplicates_merged,
                 max(ended - s.started_at, 0.0),
             )
             for metric, value in (

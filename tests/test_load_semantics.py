@@ -41,14 +41,18 @@ def test_overwrite_keeps_exactly_the_latest_runs_rows(emulator, config):
     assert run_target(settings, first).returncode == 0
     assert run_target(settings, second).returncode == 0
     assert sorted((r["id"], r["name"]) for r in rows_of(emulator, "items")) == [
-        (10, "new"), (11, "new")
+        (10, "new"),
+        (11, "new"),
     ]
     assert len(purges(emulator)) == 1  # the first run created the dataset: nothing to purge
 
 
 def test_overwrite_purges_once_even_when_the_schema_changes_mid_run(emulator, config):
     settings = {**config, "load_method": "overwrite", "batch_size_rows": 2}
-    assert run_target(settings, [schema("items", ITEM), record("items", id=99, name="x")]).returncode == 0
+    assert (
+        run_target(settings, [schema("items", ITEM), record("items", id=99, name="x")]).returncode
+        == 0
+    )
     wider = {**ITEM, "extra": {"type": "string"}}
     messages = [
         schema("items", ITEM),
@@ -87,7 +91,8 @@ def test_a_new_table_version_replaces_the_rows(emulator, config):
     run = run_target(config, full_sync(2, [1, 3]))
     assert run.returncode == 0, run.stderr
     assert sorted((r["id"], r["name"]) for r in rows_of(emulator, "catalog")) == [
-        (1, "v2"), (3, "v2")
+        (1, "v2"),
+        (3, "v2"),
     ]
     assert run.states == [{"catalog": 2}]
 
@@ -130,7 +135,9 @@ def test_duplicate_keys_in_a_batch_collapse_to_the_last(emulator, config):
     ingestions = [r for r in emulator.request_log if r.path.endswith("/data")]
     assert [r.records for r in ingestions] == [3]
     assert sorted((r["id"], r["name"]) for r in rows_of(emulator, "items")) == [
-        (1, "n4"), (2, "n1"), (3, "n3")
+        (1, "n4"),
+        (2, "n1"),
+        (3, "n3"),
     ]
     assert "2 duplicate" in run.stderr  # the end-of-run summary counts the merged records
 
@@ -163,7 +170,8 @@ def test_changed_key_properties_fail_before_sending_the_new_schema(emulator, con
     run = run_target({**config, "batch_size_rows": 1}, messages)
     assert run.returncode != 0
     errors = "\n".join(run.error_lines)
-    assert "key properties changed" in errors and "__alias__" in errors
+    assert "key properties changed" in errors
+    assert "__alias__" in errors
     assert [r["id"] for r in rows_of(emulator, "items")] == [1]
     assert run.states == [{"n": 1}]
 
@@ -178,7 +186,8 @@ def test_incompatible_type_change_fails_early(emulator, config):
     run = run_target(config, messages)
     assert run.returncode != 0
     errors = "\n".join(run.error_lines)
-    assert "Stream 'items'" in errors and "'amount'" in errors
+    assert "Stream 'items'" in errors
+    assert "'amount'" in errors
     assert "from number to string" in errors
     ingested = sum(r.records or 0 for r in emulator.request_log if r.path.endswith("/data"))
     assert ingested == 0
@@ -192,8 +201,7 @@ def test_type_change_sent_anyway_is_caught_by_verification(emulator, config, tmp
         schema("items", {"id": {"type": "integer"}, "amount": {"type": "string"}}, ["id"]),
         record("items", id=2, amount="five"),
     ]
-    settings = {**config, "allow_column_type_changes": True,
-                "rejected_records_path": str(rejects)}
+    settings = {**config, "allow_column_type_changes": True, "rejected_records_path": str(rejects)}
     run = run_target(settings, messages)
     assert run.returncode == 0, run.stderr
     (line,) = rejects.read_text().splitlines()
@@ -204,11 +212,15 @@ def test_type_change_sent_anyway_is_caught_by_verification(emulator, config, tmp
 
 
 def test_existing_column_of_another_type_is_never_silent(emulator, config):
-    first = [schema("items", {"id": {"type": "integer"}, "code": {"type": "number"}}, ["id"]),
-             record("items", id=1, code=7)]
+    first = [
+        schema("items", {"id": {"type": "integer"}, "code": {"type": "number"}}, ["id"]),
+        record("items", id=1, code=7),
+    ]
     assert run_target(config, first).returncode == 0
-    second = [schema("items", {"id": {"type": "integer"}, "code": {"type": "string"}}, ["id"]),
-              record("items", id=2, code="A7")]
+    second = [
+        schema("items", {"id": {"type": "integer"}, "code": {"type": "string"}}, ["id"]),
+        record("items", id=2, code="A7"),
+    ]
     run = run_target(config, second)
     assert run.returncode != 0
     assert "rejected 1 of 1" in "\n".join(run.error_lines)
@@ -235,13 +247,29 @@ def test_types_are_stored_faithfully(emulator, config):
         "scores": {"type": "array", "items": {"type": "number"}},
         "lines": {"type": "array", "items": {"type": "object"}},
     }
-    raw = json.dumps({"type": "RECORD", "stream": "typed", "record": {
-        "id": 1, "at_offset": "2024-03-01T10:00:00.250-05:00", "at_naive": "2024-03-01T10:00:00",
-        "at_utc": "2024-03-01T10:00:00Z", "day": "2024-03-01", "clock": "23:59:01",
-        "price": 0, "big": 2**70, "flag": False, "nothing": None, "empty": "",
-        "text": 'quote " backslash \\ tab \t newline \n emoji 😀 greek αβγ nul-free \u2028',
-        "tags": ["a", "b"], "scores": [1, 2.5], "lines": [{"sku": "x", "qty": 2}],
-    }}).replace('"price": 0', '"price": 3.14159265358979323846264338327950288')
+    raw = json.dumps(
+        {
+            "type": "RECORD",
+            "stream": "typed",
+            "record": {
+                "id": 1,
+                "at_offset": "2024-03-01T10:00:00.250-05:00",
+                "at_naive": "2024-03-01T10:00:00",
+                "at_utc": "2024-03-01T10:00:00Z",
+                "day": "2024-03-01",
+                "clock": "23:59:01",
+                "price": 0,
+                "big": 2**70,
+                "flag": False,
+                "nothing": None,
+                "empty": "",
+                "text": 'quote " backslash \\ tab \t newline \n emoji 😀 greek αβγ nul-free \u2028',
+                "tags": ["a", "b"],
+                "scores": [1, 2.5],
+                "lines": [{"sku": "x", "qty": 2}],
+            },
+        }
+    ).replace('"price": 0', '"price": 3.14159265358979323846264338327950288')
     run = run_target(config, [schema("typed", properties, ["id"]), raw])
     assert run.returncode == 0, run.stderr
     (row,) = rows_of(emulator, "typed")
@@ -255,17 +283,25 @@ def test_types_are_stored_faithfully(emulator, config):
     assert row["flag"] is False
     assert row["nothing"] is None
     assert row["empty"] == ""
-    assert row["text"] == 'quote " backslash \\ tab \t newline \n emoji 😀 greek αβγ nul-free \u2028'
+    assert (
+        row["text"] == 'quote " backslash \\ tab \t newline \n emoji 😀 greek αβγ nul-free \u2028'
+    )
     assert row["tags"] == ["a", "b"]
     assert row["scores"] == [1, Decimal("2.5")]
     assert json.loads(row["lines"]) == [{"sku": "x", "qty": 2}]
 
 
 def test_nested_objects_flatten_to_the_configured_depth(emulator, config):
-    properties = {"id": {"type": "integer"},
-                  "a": {"type": "object", "properties": {
-                      "b": {"type": "object", "properties": {"c": {"type": "integer"}}},
-                      "s": {"type": "string"}}}}
+    properties = {
+        "id": {"type": "integer"},
+        "a": {
+            "type": "object",
+            "properties": {
+                "b": {"type": "object", "properties": {"c": {"type": "integer"}}},
+                "s": {"type": "string"},
+            },
+        },
+    }
     message = record("nested", id=1, a={"b": {"c": 3}, "s": "x"})
     assert run_target(config, [schema("nested", properties, ["id"]), message]).returncode == 0
     assert rows_of(emulator, "nested") == [{"id": 1, "a__b__c": 3, "a__s": "x"}]
@@ -279,11 +315,16 @@ def test_nested_objects_flatten_to_the_configured_depth(emulator, config):
 
 def test_field_names_are_made_valid_deterministically(emulator, config):
     long_name = "metric_" + "x" * 200
-    odd = {"id": {"type": "integer"}, "with space": {"type": "string"},
-           "ünïcødé/$&": {"type": "string"}, long_name: {"type": "integer"},
-           "tab\there": {"type": "string"}}
-    message = record("names", **{"id": 1, "with space": "s", "ünïcødé/$&": "u",
-                                 long_name: 5, "tab\there": "t"})
+    odd = {
+        "id": {"type": "integer"},
+        "with space": {"type": "string"},
+        "ünïcødé/$&": {"type": "string"},
+        long_name: {"type": "integer"},
+        "tab\there": {"type": "string"},
+    }
+    message = record(
+        "names", **{"id": 1, "with space": "s", "ünïcødé/$&": "u", long_name: 5, "tab\there": "t"}
+    )
     run = run_target(config, [schema("names", odd, ["id"]), message])
     assert run.returncode == 0, run.stderr
     (row,) = rows_of(emulator, "names")
@@ -302,11 +343,16 @@ def test_batch_messages_load_through_the_same_path(emulator, config, tmp_path):
     with gzip.open(path, "wt", encoding="utf-8") as handle:
         for i in range(1, 251):
             handle.write(json.dumps({"id": i, "name": f"item {i}"}) + "\n")
-    batch = {"type": "BATCH", "stream": "items",
-             "encoding": {"format": "jsonl", "compression": "gzip"},
-             "manifest": [path.as_uri()]}
-    run = run_target({**config, "max_records_per_request": 40, "batch_size_rows": 100},
-                     [schema("items", ITEM, ["id"]), batch, state({"batch": 1})])
+    batch = {
+        "type": "BATCH",
+        "stream": "items",
+        "encoding": {"format": "jsonl", "compression": "gzip"},
+        "manifest": [path.as_uri()],
+    }
+    run = run_target(
+        {**config, "max_records_per_request": 40, "batch_size_rows": 100},
+        [schema("items", ITEM, ["id"]), batch, state({"batch": 1})],
+    )
     assert run.returncode == 0, run.stderr
     assert sorted(r["id"] for r in rows_of(emulator, "items")) == list(range(1, 251))
     ingestions = [r for r in emulator.request_log if r.path.endswith("/data")]
@@ -317,8 +363,12 @@ def test_batch_messages_load_through_the_same_path(emulator, config, tmp_path):
 def test_batch_records_are_validated(emulator, config, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": 1, "name": "ok"}\n{"id": "two", "name": "bad"}\n')
-    batch = {"type": "BATCH", "stream": "items", "encoding": {"format": "jsonl"},
-             "manifest": [path.as_uri()]}
+    batch = {
+        "type": "BATCH",
+        "stream": "items",
+        "encoding": {"format": "jsonl"},
+        "manifest": [path.as_uri()],
+    }
     run = run_target(config, [schema("items", ITEM, ["id"]), batch, state({"batch": 1})])
     assert run.returncode != 0
     assert "does not match its schema" in "\n".join(run.error_lines)
