@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,8 +153,13 @@ class DataboxClient:
             body["accountId"] = account_id
         if timezone:
             body["timezone"] = timezone
-        return self._call("POST", "/v1/data-sources", json_body=body,
-                          operation="data source creation")
+        if account_id is None:  # nothing to look in: plain retries
+            return self._call("POST", "/v1/data-sources", json_body=body,
+                              operation="data source creation")
+        return self._create(
+            "/v1/data-sources", body, "data source creation",
+            lambda: _titled(self.list_data_sources(account_id), title),
+        )
 
     def delete_data_source(self, data_source_id: int) -> None:
         self._call("DELETE", f"/v1/data-sources/{data_source_id}",
@@ -169,7 +175,10 @@ class DataboxClient:
         self, title: str, *, data_source_id: int, primary_keys: list[str] | None
     ) -> dict[str, Any]:
         body = {"title": title, "dataSourceId": data_source_id, "primaryKeys": primary_keys}
-        return self._call("POST", "/v1/datasets", json_body=body, operation="dataset creation")
+        return self._create(
+            "/v1/datasets", body, "dataset creation",
+            lambda: _titled(self.list_datasets(data_source_id), title),
+        )
 
     def purge_dataset(self, dataset_id: str) -> None:
         self._call("POST", f"/v1/datasets/{dataset_id}/purge", operation="dataset purge")
@@ -219,6 +228,41 @@ class DataboxClient:
             f"/v1/datasets/{dataset_id}/ingestions/{ingestion_id}",
             operation="ingestion status check",
         )
+
+    def _create(
+        self,
+        path: str,
+        body: dict[str, Any],
+        operation: str,
+        find: Callable[[], dict[str, Any] | None],
+    ) -> dict[str, Any]:
+        """POST a creation; after a failure that may have been applied, look before resending.
+
+        A blind retry of a creation whose answer was lost would create a second data
+        source or dataset of the same title (and split the rows between them).
+        """
+        deadline = time.monotonic() + self._retry.max_seconds
+        attempt = 0
+        while True:
+            try:
+                return self._call("POST", path, json_body=body, operation=operation,
+                                  retry_ambiguous=False)
+            except (DataboxApiError, DataboxConnectionError) as exc:
+                if not (exc.is_retryable and exc.may_have_been_applied):
+                    raise
+                found = find()
+                if found is not None:
+                    self._logger.warning(
+                        "Databox %s failed (%s) but was applied; using %s",
+                        operation, exc, found.get("id"),
+                    )
+                    return found
+                if time.monotonic() >= deadline:
+                    raise
+                attempt += 1
+                self._logger.warning("Databox %s failed (%s) and was not applied; retrying",
+                                     operation, exc)
+                time.sleep(min(self._retry.initial_wait * 2**attempt, self._retry.max_wait))
 
     # Transport ------------------------------------------------------------------------
 
@@ -366,6 +410,10 @@ def _api_error(
         body_excerpt=excerpt,
         retry_after=_retry_after(response.headers.get("Retry-After")),
     )
+
+
+def _titled(items: list[dict[str, Any]], title: str) -> dict[str, Any] | None:
+    return next((item for item in items if item.get("title") == title), None)
 
 
 def _retry_after(value: str | None) -> float | None:
