@@ -218,7 +218,7 @@ class IngestionPipeline:
         except BaseException as exc:  # reported on the main thread
             self.fail(_with_stream(exc, batch.stream))
             return
-        self._logger.debug(
+        self._logger.info(
             "Stream '%s': ingestion %s accepted (%d records)",
             batch.stream, accepted.ingestion_id, body.count,
         )
@@ -256,7 +256,11 @@ class IngestionPipeline:
         """Send to a keyless dataset; after an ambiguous failure, look before resending."""
         if not dataset.known_ingestions:
             dataset.known_ingestions.update(self._recent_ingestion_ids(dataset))
-        for attempt in range(1, 6):
+        policy = self._client.retry_policy
+        deadline = time.monotonic() + policy.max_seconds
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 accepted = self._client.ingest(dataset.id, body.data, idempotent=False)
             except (DataboxApiError, DataboxConnectionError) as exc:
@@ -278,16 +282,16 @@ class IngestionPipeline:
                         "Check the dataset for duplicates, then re-run from the last STATE"
                     )
                     raise IngestionFailedError(msg) from None
+                if time.monotonic() >= deadline:
+                    raise  # retried for max_retry_seconds; nothing was applied
                 self._logger.warning(
                     "Dataset '%s': request failed (%s) and was not applied; resending "
                     "(attempt %d)", dataset.title, exc, attempt + 1,
                 )
-                time.sleep(min(0.5 * 2**attempt, 10))
+                time.sleep(min(policy.initial_wait * 2**attempt, policy.max_wait))
                 continue
             dataset.known_ingestions.add(accepted.ingestion_id)
             return accepted
-        msg = f"Dataset '{dataset.title}': ingestion kept failing; re-run from the last STATE"
-        raise IngestionFailedError(msg)
 
     def _recent_ingestion_ids(self, dataset: DatasetHandle) -> set[str]:
         answer = self._client.list_ingestions(dataset.id, page=1, page_size=100)
@@ -323,6 +327,10 @@ class IngestionPipeline:
             batch.outstanding -= 1
             done = batch.outstanding == 0
         if done:
+            self._logger.info(
+                "Stream '%s': records %d-%d verified in Databox",
+                batch.stream, batch.start + 1, batch.end,
+            )
             self._tracker.settle(batch.lane, batch.start, batch.end)
         with self._cond:
             if done:
