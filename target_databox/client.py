@@ -126,6 +126,10 @@ class DataboxClient:
     def pacer(self) -> RequestPacer:
         return self._pacer
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
     def close(self) -> None:
         self._session.close()
 
@@ -262,7 +266,8 @@ class DataboxClient:
                 attempt += 1
                 self._logger.warning("Databox %s failed (%s) and was not applied; retrying",
                                      operation, exc)
-                time.sleep(min(self._retry.initial_wait * 2**attempt, self._retry.max_wait))
+                wait = min(self._retry.initial_wait * 2**attempt, self._retry.max_wait)
+                time.sleep(max(min(wait, deadline - time.monotonic()), 0.0))
 
     # Transport ------------------------------------------------------------------------
 

@@ -288,7 +288,8 @@ class IngestionPipeline:
                     "Dataset '%s': request failed (%s) and was not applied; resending "
                     "(attempt %d)", dataset.title, exc, attempt + 1,
                 )
-                time.sleep(min(policy.initial_wait * 2**attempt, policy.max_wait))
+                wait = min(policy.initial_wait * 2**attempt, policy.max_wait)
+                time.sleep(max(min(wait, deadline - time.monotonic()), 0.0))
                 continue
             dataset.known_ingestions.add(accepted.ingestion_id)
             return accepted
