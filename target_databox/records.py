@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import sys
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,23 @@ def format_datetime(value: dt.datetime) -> str:
     if offset == dt.timedelta(0):
         return value.replace(tzinfo=None).isoformat() + "Z"
     return value.isoformat()
+
+
+#: `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`: already what `format_datetime` makes of it, except a
+#: zero fraction (which it drops). ASCII digits only, like the ISO parser.
+_CANONICAL_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?Z")
+
+
+def normalize_datetime_text(text: str) -> str:
+    """`format_datetime(parse(text))`, with a fast path for the common canonical UTC form.
+
+    Raises ValueError for what is not an ISO-8601 date-time (ranges are always checked).
+    """
+    match = _CANONICAL_UTC.fullmatch(text)
+    if match is None:
+        return format_datetime(_parse_datetime(text))
+    _parse_datetime(text)  # validates month, day, hour... ranges
+    return text[:19] + "Z" if match.group(1) == ".000000" else text
 
 
 def _format_temporal(value: Any) -> str:
@@ -148,6 +166,7 @@ class RowShaper:
             if isinstance(prop, Mapping) and (kind := datelike_kind(prop))
         }
         self._namer = FieldNamer(stream, logger, max_key_length)
+        self._plans: dict[str, dict[str, tuple[str, str, str | None]]] = {}
 
     def shape(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
         """The Databox row for `record` (the `position`-th of the stream, for errors)."""
@@ -163,17 +182,26 @@ class RowShaper:
             return "no key properties"
         return ", ".join(f"{k}={record.get(k)!r}" for k in self.key_properties)
 
-    # The hot path: one call per record, one loop iteration per field.
+    # The hot path: one call per record, one loop iteration per field. What a key means
+    # (its full path, its Databox name, its date-time kind) is worked out once per
+    # (nesting prefix, key) and cached in a plan, so a record costs dict look-ups only.
     def _shape_into(
         self, out: dict[str, Any], node: Mapping[str, Any], prefix: str, depth: int, pos: int
     ) -> None:
-        datelike = self.datelike if depth == 0 else None
+        plan = self._plans.get(prefix)
+        if plan is None:
+            plan = self._plans[prefix] = {}
         for raw_key, value in node.items():
-            key = prefix + raw_key if prefix else raw_key
+            field = plan.get(raw_key)
+            if field is None:
+                field = plan[raw_key] = self._plan_field(raw_key, prefix, depth)
+            key, name, kind = field
             vtype = type(value)
             if vtype is str:
-                if datelike and raw_key in datelike:
-                    value = self._normalize_temporal(value, datelike[raw_key], key, pos)
+                if kind is not None:
+                    value = self._normalize_temporal(value, kind, key, pos)
+            elif vtype is int or vtype is bool or value is None:
+                pass
             elif vtype is float:
                 if value != value or value in (float("inf"), float("-inf")):
                     raise self._bad_number(key, value, pos)
@@ -191,7 +219,6 @@ class RowShaper:
                 value = _format_temporal(value)
             elif not isinstance(value, _SCALARS) and not isinstance(value, (float, Decimal)):
                 value = str(value)
-            name = self._namer(key)
             if name in out:
                 msg = (
                     f"Stream '{self.stream}', record {pos}: flattening produces the column "
@@ -200,10 +227,16 @@ class RowShaper:
                 raise InputError(msg)
             out[name] = value
 
+    def _plan_field(self, raw_key: str, prefix: str, depth: int) -> tuple[str, str, str | None]:
+        """(full key, Databox name, date-time kind or None) of `raw_key` under `prefix`."""
+        key = prefix + raw_key if prefix else raw_key
+        kind = self.datelike.get(raw_key) if depth == 0 else None
+        return key, self._namer(key), kind
+
     def _normalize_temporal(self, text: str, kind: str, key: str, pos: int) -> str:
         try:
             if kind == "date-time":
-                return format_datetime(_parse_datetime(text))
+                return normalize_datetime_text(text)
             if kind == "date":
                 return _parse_date(text).isoformat()
             return _parse_time(text).isoformat()
