@@ -1,0 +1,171 @@
+"""meltano.yml, the Meltano Hub definition and the README agree with what the target reports.
+
+`target-databox --about` is the truth; these files repeat it for Meltano, the Hub and readers.
+When a setting or capability changes, `python scripts/plugin_definitions.py` rewrites them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import EXECUTABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB_FILE = ROOT / "hub" / "loaders" / "target-databox" / "target-databox.yml"
+FIX = "run `python scripts/plugin_definitions.py` to regenerate"
+
+#: Meltano setting kinds that can carry each JSON-schema type.
+KINDS = {
+    "string": {"string", "password", "file", "date_iso8601", "email", "options"},
+    "integer": {"integer"},
+    "number": {"integer", "decimal"},  # see KINDS in scripts/plugin_definitions.py
+    "boolean": {"boolean"},
+    "object": {"object"},
+    "array": {"array"},
+}
+#: Keys the Hub allows in one setting (hub schemas/common/base_setting.schema.json).
+HUB_SETTING_KEYS = {
+    "name", "aliases", "label", "value", "placeholder", "kind", "description", "tooltip",
+    "documentation", "protected", "env", "value_processor", "value_post_processor", "oauth",
+    "options", "docs", "hidden", "sensitive",
+}
+#: Top-level keys the Hub allows in a loader definition (schemas/plugin_definitions/loaders).
+HUB_LOADER_KEYS = {
+    "capabilities", "name", "pip_url", "variant", "description", "executable", "repo",
+    "namespace", "logo_url", "label", "settings", "docs", "settings_group_validation",
+    "commands", "dialect", "target_schema", "hidden", "requires", "maintenance_status",
+    "domain_url", "keywords", "definition", "next_steps", "settings_preamble", "usage",
+    "prereq", "quality",
+}
+
+
+@cache
+def about(fmt: str) -> str:
+    return subprocess.run(
+        [EXECUTABLE, "--about", f"--format={fmt}"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+
+
+def about_json() -> dict[str, Any]:
+    return json.loads(about("json"))
+
+
+def hub() -> dict[str, Any]:
+    return yaml.safe_load(HUB_FILE.read_text())
+
+
+def meltano_project() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "meltano.yml").read_text())
+
+
+def meltano_loader() -> dict[str, Any]:
+    loaders = meltano_project()["plugins"]["loaders"]
+    matches = [p for p in loaders if p["name"] == "target-databox"]
+    assert len(matches) == 1, "meltano.yml must define the loader target-databox once"
+    return matches[0]
+
+
+DEFINITIONS = {"meltano.yml": meltano_loader, "hub file": hub}
+
+
+def concrete_types(schema: dict[str, Any]) -> list[str]:
+    types = schema.get("type", [])
+    return [t for t in ([types] if isinstance(types, str) else types) if t != "null"]
+
+
+@pytest.mark.parametrize("where", DEFINITIONS)
+def test_capabilities_equal_about(where: str) -> None:
+    declared = DEFINITIONS[where]()["capabilities"]
+    assert len(declared) == len(set(declared)), f"{where}: duplicate capabilities"
+    assert set(declared) == set(about_json()["capabilities"]), f"{where}: {FIX}"
+
+
+@pytest.mark.parametrize("where", DEFINITIONS)
+def test_every_setting_matches_about(where: str) -> None:
+    properties = about_json()["settings"]["properties"]
+    settings = {s["name"]: s for s in DEFINITIONS[where]()["settings"]}
+    assert list(settings) == list(properties), f"{where}: settings differ from --about; {FIX}"
+    for name, schema in properties.items():
+        entry = settings[name]
+        context = f"{where}, setting {name}"
+        assert entry.get("label"), f"{context}: no label"
+        assert entry.get("description") == schema.get("description", ""), context
+        assert entry.get("sensitive", False) is bool(schema.get("secret")), context
+        assert entry.get("value") == schema.get("default"), f"{context}: default; {FIX}"
+        assert ("value" in entry) is ("default" in schema), f"{context}: default; {FIX}"
+        if "enum" in schema:
+            assert entry["kind"] == "options", context
+            assert [o["value"] for o in entry["options"]] == schema["enum"], context
+        else:
+            types = concrete_types(schema)
+            allowed = KINDS[types[0]] if len(types) == 1 else {"string"}
+            assert entry["kind"] in allowed, f"{context}: kind {entry['kind']} for {types}"
+
+
+def test_api_key_is_the_only_secret_and_required_group() -> None:
+    schema = about_json()["settings"]
+    secrets = {n for n, s in schema["properties"].items() if s.get("secret")}
+    assert secrets == {"api_key"}
+    for where, load in DEFINITIONS.items():
+        definition = load()
+        sensitive = {s["name"] for s in definition["settings"] if s.get("sensitive")}
+        assert sensitive == secrets, where
+        assert definition["settings_group_validation"] == [schema["required"]], where
+
+
+def test_hub_file_follows_the_hub_loader_format() -> None:
+    definition = hub()
+    assert set(definition) <= HUB_LOADER_KEYS, set(definition) - HUB_LOADER_KEYS
+    for key in ("name", "namespace", "variant", "label", "pip_url", "repo", "executable",
+                "description", "keywords", "maintenance_status", "domain_url"):
+        assert definition.get(key), f"hub file: {key} missing"
+    assert definition["name"] == about_json()["name"] == definition["executable"]
+    assert definition["namespace"] == "target_databox"
+    assert definition["maintenance_status"] in {
+        "active", "beta", "development", "inactive", "unknown"}
+    assert "meltano_sdk" in definition["keywords"]
+    assert re.fullmatch(r"[a-z0-9-]+", definition["pip_url"]), "the Hub installs from the index"
+    for entry in definition["settings"]:
+        assert set(entry) <= HUB_SETTING_KEYS, (entry["name"], set(entry) - HUB_SETTING_KEYS)
+    assert HUB_FILE.parent.name == definition["name"]
+    assert HUB_FILE.stem == definition["variant"]
+
+
+def test_meltano_project_installs_this_checkout() -> None:
+    loader = meltano_loader()
+    assert loader["namespace"] == "target_databox"
+    assert loader["pip_url"] == "-e ."
+    assert loader["executable"] == "target-databox"
+    for extractor in meltano_project()["plugins"]["extractors"]:
+        assert extractor.get("namespace"), extractor["name"]
+        assert extractor.get("pip_url"), extractor["name"]
+
+
+def readme_settings_table() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"^((?:\|.*\n)+)", section, re.MULTILINE)
+    assert match, "README.md: no table under '## Settings'"
+    return match.group(1)
+
+
+def about_settings_table() -> str:
+    section = about("markdown").split("## Settings\n", 1)[1]
+    match = re.search(r"^((?:\|.*\n)+)", section, re.MULTILINE)
+    assert match, "--about --format=markdown printed no settings table"
+    return match.group(1)
+
+
+def test_readme_settings_table_is_the_about_markdown() -> None:
+    readme, actual = readme_settings_table(), about_settings_table()
+    assert readme.count("\n") > 10
+    assert readme == actual, f"README.md's settings table is stale; {FIX}"
