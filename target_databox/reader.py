@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
 import typing as t
@@ -9,10 +11,24 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
+from singer_sdk.exceptions import (
+    InvalidJSONSchema,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_databox.errors import InputError
 
 logger = logging.getLogger("target-databox")
+
+#: SDK errors about one message's content: reported as one line naming the input line.
+_SDK_INPUT_ERRORS = (
+    InvalidInputLine,
+    RecordsWithoutSchemaException,
+    MissingKeyPropertiesError,
+    InvalidJSONSchema,
+)
 
 
 class _StopReading(Exception):
@@ -44,6 +60,11 @@ class DataboxReader(MsgSpecReader):
         lines = self._lines(file_input if file_input is not None else self._stdin())
         try:
             return super().process_lines(lines, callbacks)  # type: ignore[arg-type]
+        except _SDK_INPUT_ERRORS as exc:
+            error = InputError(self._describe(exc))
+            if self.on_abort is not None:
+                self.on_abort(error)
+            raise error from None
         except BaseException as exc:
             if self.on_abort is not None:
                 self.on_abort(exc)
@@ -69,11 +90,44 @@ class DataboxReader(MsgSpecReader):
             if line.strip():
                 yield line
 
+    def _describe(self, exc: Exception) -> str:
+        """The SDK's complaint about the current line, with where it is and what to do."""
+        where = f"Input line {self.line_number}"
+        message: t.Any = None
+        with contextlib.suppress(msgspec.DecodeError):
+            message = decoder.decode(getattr(self, "_current_message", b"") or b"")
+        if isinstance(message, dict) and message.get("stream"):
+            where += f" ({message.get('type')} of stream '{message.get('stream')}')"
+        text = " ".join(str(exc).split())
+        if isinstance(exc, MissingKeyPropertiesError):
+            return (f"{where}: {text}; every record must carry its stream's key properties "
+                    "(fix the tap, or change key_properties with a stream map)")
+        if isinstance(exc, RecordsWithoutSchemaException):
+            return (f"{where}: a record arrived before its stream's SCHEMA; the tap must send "
+                    "the SCHEMA message first")
+        schema = message.get("schema") if isinstance(message, dict) else None
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "SCHEMA"
+            and not (isinstance(schema, dict) and schema.get("properties"))
+        ):
+            return (f"{where}: the schema has no 'properties'; the tap must describe the "
+                    "stream's fields")
+        return f"{where}: {text}"
+
     def deserialize_json(self, line: t.Any) -> dict[str, t.Any]:
         try:
             message = decoder.decode(line)
         except msgspec.DecodeError as exc:
             text = line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line)
+            constant = _non_finite_constant(text)
+            if constant is not None:
+                msg = (
+                    f"Input line {self.line_number}{constant[1]} holds the value "
+                    f"{constant[0]}, which JSON cannot carry and Databox cannot store; have "
+                    "the tap send null or a finite number"
+                )
+                raise InputError(msg) from None
             msg = (
                 f"Input line {self.line_number} is not valid JSON ({exc}): {text[:80]!r}; "
                 "the tap must write one JSON message per line"
@@ -99,3 +153,25 @@ class DataboxReader(MsgSpecReader):
                 "message this target knows",
                 kind, self.line_number,
             )
+
+
+def _non_finite_constant(text: str) -> tuple[str, str] | None:
+    """(NaN/Infinity/-Infinity, " (RECORD of stream 's')") when that constant is what makes
+    `text` invalid JSON (Python's json module writes them by default), else None.
+    Only called on the error path."""
+    found: list[str] = []
+
+    def note(name: str) -> float:
+        found.append(name)
+        return 0.0
+
+    try:
+        message = json.loads(text, parse_constant=note)
+    except ValueError:
+        return None
+    if not found:
+        return None
+    where = ""
+    if isinstance(message, dict) and message.get("stream"):
+        where = f" ({message.get('type')} of stream '{message.get('stream')}')"
+    return found[0], where
