@@ -57,10 +57,9 @@ class TargetRun:
 
 
 def write_config(config: Mapping[str, Any], directory: str | None = None) -> str:
-    handle = tempfile.NamedTemporaryFile(
+    with tempfile.NamedTemporaryFile(
         "w", suffix=".json", delete=False, dir=directory, prefix="target-databox-"
-    )
-    with handle:
+    ) as handle:
         json.dump(dict(config), handle)
     return handle.name
 

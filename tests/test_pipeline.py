@@ -19,7 +19,9 @@ def users(n: int, start: int = 1, stream: str = "users") -> list[dict]:
 
 
 def test_rows_land_with_primary_keys_and_final_state(emulator, config):
-    run = run_target(config, [schema("users", USERS, ["id"]), *users(250), state({"bookmark": 250})])
+    run = run_target(
+        config, [schema("users", USERS, ["id"]), *users(250), state({"bookmark": 250})]
+    )
     assert run.returncode == 0, run.stderr
     dataset = emulator.find_dataset("users")
     assert dataset is not None

@@ -96,7 +96,7 @@ class LandedRowsCheck:
             assert dataset is not None, f"no dataset for stream {stream!r}"
             landed = EMULATOR.rows(dataset["id"])
             assert len(landed) == len(records), (stream, landed, records)
-            for sent, row in zip(_sorted(records), _sorted(landed)):
+            for sent, row in zip(_sorted(records), _sorted(landed), strict=True):
                 for field, value in sent.items():
                     if isinstance(value, (str, bool, int)) and not isinstance(value, dict):
                         assert row.get(field) == value, (stream, field, row, sent)
