@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -103,6 +104,10 @@ class DataboxClient:
         logger: logging.Logger | None = None,
     ) -> None:
         self._base = check_api_url(api_url)
+        if ca_bundle and not os.path.exists(ca_bundle):
+            msg = (f"ca_bundle {ca_bundle!r} does not exist; point it at a PEM file of CA "
+                   "certificates (or remove it to use the system's)")
+            raise ConfigurationError(msg)
         self._pacer = pacer
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
