@@ -216,3 +216,12 @@ def test_repr_and_stats_never_show_the_key(emulator):
     assert API_KEY not in repr(client)
     assert API_KEY not in str(client)
     assert API_KEY not in repr(client.stats)
+
+
+def test_a_read_timeout_is_retried(emulator):
+    client = DataboxClient(API_KEY, api_url=emulator.url, pacer=RequestPacer(1000, 1e7),
+                           retry=FAST_RETRY, timeout=(5.0, 0.3))
+    emulator.faults.add("delay", path="validate-key", seconds=2)
+    client.validate_key()
+    assert [r.fault for r in api_requests(emulator, "validate-key")] == ["delay", None]
+    assert client.stats.retries == 1
