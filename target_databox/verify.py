@@ -26,8 +26,10 @@ PENDING_WORDS = frozenset({"processing", "queued", "pending", "running", "in_pro
 REJECTION_WORDS = frozenset({"partial", "failed", "error"})
 
 #: Polls may use this share of the ingestion requests sent so far (plus a small allowance).
-POLL_SHARE = 0.03
-POLL_ALLOWANCE = 3
+#: One list request settles up to LIST_PAGE_SIZE ingestions, so one poll per ~100 requests
+#: (one drained batch at the defaults) keeps up; a waiting pipeline polls unrationed.
+POLL_SHARE = 0.01
+POLL_ALLOWANCE = 2
 MIN_POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 5.0
 LIST_PAGE_SIZE = 1000
