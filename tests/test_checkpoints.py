@@ -29,6 +29,12 @@ def test_state_is_released_as_the_run_progresses_and_never_early(emulator, confi
 
     reader = threading.Thread(target=read_states, daemon=True)
     reader.start()
+    # Drain stderr while the run goes on: a full pipe would block the target's logging.
+    errors: list[str] = []
+    drainer = threading.Thread(
+        target=lambda: errors.extend(proc.stderr or ()), daemon=True
+    )
+    drainer.start()
 
     def chunk(first: int, last: int) -> str:
         messages = []
@@ -50,7 +56,8 @@ def test_state_is_released_as_the_run_progresses_and_never_early(emulator, confi
     proc.stdin.close()
     assert proc.wait(timeout=300) == 0
     reader.join(timeout=10)
-    stderr = proc.stderr.read() if proc.stderr else ""
+    drainer.join(timeout=10)
+    stderr = "".join(errors)
     assert_key_hidden(stderr)
     os.unlink(config_path)
 
