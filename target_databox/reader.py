@@ -61,7 +61,7 @@ class DataboxReader(MsgSpecReader):
         try:
             return super().process_lines(lines, callbacks)  # type: ignore[arg-type]
         except _SDK_INPUT_ERRORS as exc:
-            error = InputError(self._describe(exc))
+            error = _input_error(exc, self._describe(exc))
             if self.on_abort is not None:
                 self.on_abort(error)
             raise error from None
@@ -153,6 +153,19 @@ class DataboxReader(MsgSpecReader):
                 "message this target knows",
                 kind, self.line_number,
             )
+
+
+_MIXED: dict[type[Exception], type[InputError]] = {}
+
+
+def _input_error(exc: Exception, message: str) -> InputError:
+    """An InputError that is still an instance of the SDK's exception class (callers and
+    the SDK's own tests catch those)."""
+    kind = type(exc)
+    mixed = _MIXED.get(kind)
+    if mixed is None:
+        mixed = _MIXED[kind] = type(kind.__name__, (InputError, kind), {})
+    return mixed(message)
 
 
 def _non_finite_constant(text: str) -> tuple[str, str] | None:
