@@ -95,7 +95,8 @@ def _private_cluster() -> Iterator[Postgres]:
     if initdb is None or pg_ctl is None:
         raise RuntimeError(missing_prerequisite() or "initdb/pg_ctl not found")
     as_user: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    base = tempfile.mkdtemp(prefix="target-databox-pg-")
+    # As root the server runs as `postgres`, which must reach the directory: /tmp, not $TMPDIR.
+    base = tempfile.mkdtemp(prefix="target-databox-pg-", dir="/tmp" if as_user else None)
     if as_user:
         shutil.chown(base, user="postgres")
     data, log = os.path.join(base, "data"), os.path.join(base, "server.log")
