@@ -13,10 +13,10 @@ settles them in the background. Three rules keep this correct:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +86,15 @@ class IngestionPipeline:
         self._verify = verify
         self._logger = logger
         self._on_rejected = on_rejected
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="databox-send")
-        self._slots = threading.BoundedSemaphore(workers * 2)
+        # Daemon threads: after a failure nothing they do matters any more, and a request
+        # still retrying must not keep the process alive.
+        self._queue: queue.Queue[tuple[Batch, RequestBody] | None] = queue.Queue(workers * 2)
+        self._workers = [
+            threading.Thread(target=self._work, name=f"databox-send-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
         self._in_flight = 0  # bodies submitted and not yet settled
@@ -142,9 +149,7 @@ class IngestionPipeline:
                     batch.dataset.unverified_keys.update(body.keys)
             stats.requests += 1
             stats.records_sent += body.count
-            self._slots.acquire()
-            future = self._pool.submit(self._send, batch, body)
-            future.add_done_callback(self._release_slot)
+            self._queue.put((batch, body))
         self._wait_for_batches()
 
     def stats_for(self, stream: str) -> StreamStats:
@@ -162,13 +167,18 @@ class IngestionPipeline:
 
     def close(self) -> None:
         self.verifier.stop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for _ in self._workers:
+            self._queue.put(None)
 
     def abort(self, exc: BaseException) -> None:
         """Fail closed without waiting: queued bodies are dropped, nothing more is released."""
         self.fail(exc)
         self.verifier.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
 
     def _wait_for_keys(self, dataset: DatasetHandle, keys: list[Any]) -> None:
         with self._cond:
@@ -205,8 +215,9 @@ class IngestionPipeline:
                 self._cond.wait(timeout=0.5)
         self.raise_if_failed()
 
-    def _release_slot(self, _future: Future[None]) -> None:
-        self._slots.release()
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._send(*item)
 
     # Worker side ------------------------------------------------------------------------
 
