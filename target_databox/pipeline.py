@@ -46,6 +46,7 @@ class Batch:
     dataset: DatasetHandle
     outstanding: int = 0
     records_sent: int = 0
+    ingestion_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -229,10 +230,12 @@ class IngestionPipeline:
         except BaseException as exc:  # reported on the main thread
             self.fail(_with_stream(exc, batch.stream))
             return
-        self._logger.info(
+        self._logger.debug(
             "Stream '%s': ingestion %s accepted (%d records)",
             batch.stream, accepted.ingestion_id, body.count,
         )
+        with batch.lock:
+            batch.ingestion_ids.append(accepted.ingestion_id)
         if accepted.retries:
             with self._cond:
                 self.stats_for(batch.stream).retries += accepted.retries
@@ -339,9 +342,11 @@ class IngestionPipeline:
             batch.outstanding -= 1
             done = batch.outstanding == 0
         if done:
+            ids = batch.ingestion_ids
             self._logger.info(
-                "Stream '%s': records %d-%d verified in Databox",
-                batch.stream, batch.start + 1, batch.end,
+                "Stream '%s': records %d-%d verified in Databox (%d ingestions: %s)",
+                batch.stream, batch.start + 1, batch.end, len(ids),
+                ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} ... {ids[-1]}",
             )
             self._tracker.settle(batch.lane, batch.start, batch.end)
         with self._cond:
