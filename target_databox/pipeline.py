@@ -182,11 +182,12 @@ class IngestionPipeline:
                 break
 
     def _wait_for_keys(self, dataset: DatasetHandle, keys: list[Any]) -> None:
+        pending = dataset.unverified_keys.keys()
         with self._cond:
-            if not any(k in dataset.unverified_keys for k in keys):
+            if pending.isdisjoint(keys):
                 return
         with self.verifier.urgent(), self._cond:
-            while self._failure is None and any(k in dataset.unverified_keys for k in keys):
+            while self._failure is None and not pending.isdisjoint(keys):
                 self._cond.wait(timeout=0.5)
         self.raise_if_failed()
 

@@ -16,7 +16,7 @@ from singer_sdk.exceptions import (
     RecordsWithoutSchemaException,
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
-from singer_sdk.mapper import PluginMapper
+from singer_sdk.mapper import PluginMapper, SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_databox.errors import TargetDataboxError
@@ -27,6 +27,9 @@ from target_databox.sinks import DataboxSink
 
 if t.TYPE_CHECKING:
     from types import FrameType
+
+#: The fast record path checks the SDK's max-record-age drain every this many records.
+AGE_CHECK_EVERY = 256
 
 #: Errors that are the user's to fix: reported as one line, no traceback.
 USER_ERRORS = (
@@ -68,6 +71,7 @@ class TargetDatabox(Target):
         self._terminating: int | None = None
         #: Table versions seen on RECORD messages, per stream (see start_table_version).
         self._record_versions: dict[str, set[int]] = {}
+        self._records_since_age_check = 0
         if isinstance(self.message_reader, DataboxReader):
             self.message_reader.on_abort = self.runtime.abort
         self.runtime.preflight(create=not check_only)
@@ -88,9 +92,37 @@ class TargetDatabox(Target):
     # Records and table versions -----------------------------------------------------
 
     def _process_record_message(self, message_dict: dict[str, t.Any]) -> None:
+        """The SDK's record handling, with a fast path for the common case.
+
+        When a stream has exactly one plain (identity) stream map and its sink is ours,
+        the record goes straight to `DataboxSink.take_record`, which runs the same steps
+        (metadata, validation, key check, tallies, processing) without the SDK's per-call
+        overhead; everything else (aliases, filters, transforms, fan-out) takes the SDK path.
+        """
         version = message_dict.get("version")
         if version is not None:
             self._record_versions.setdefault(message_dict.get("stream", ""), set()).add(version)
+        record = message_dict.get("record")
+        maps = self.mapper.stream_maps.get(message_dict.get("stream"))  # type: ignore[arg-type]
+        if (
+            type(record) is dict
+            and maps is not None
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+        ):
+            sink = self._sinks_active.get(maps[0].stream_alias)
+            if isinstance(sink, DataboxSink):
+                if sink.take_record(record, message_dict):
+                    self.logger.info(
+                        "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                        sink.stream_name, sink.current_size,
+                    )
+                    self.drain_one(sink)
+                self._records_since_age_check += 1
+                if self._records_since_age_check >= AGE_CHECK_EVERY:
+                    self._records_since_age_check = 0
+                    self._handle_max_record_age()
+                return
         super()._process_record_message(message_dict)
 
     def start_table_version(self, sink: DataboxSink, version: int) -> None:
