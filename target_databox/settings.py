@@ -73,6 +73,21 @@ CONFIG_SCHEMA = th.PropertiesList(
 ).to_dict()
 
 
+#: Settings whose values are never shown (repr, logs, errors).
+SECRET_SETTINGS = frozenset({"api_key"})
+
+
+class RedactedConfig(dict[str, Any]):
+    """The raw config dict, with secrets masked in its repr (it ends up in reprs of the
+    SDK's config mappings, tracebacks and debuggers)."""
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in SECRET_SETTINGS else v) for k, v in self.items()}
+        return repr(shown)
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated config, typed; never holds the API key."""

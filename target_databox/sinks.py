@@ -15,6 +15,7 @@ from target_databox.columns import ANY, changed_columns, column_kinds
 from target_databox.errors import InputError
 from target_databox.pipeline import Batch
 from target_databox.records import RowShaper, encode_json
+from target_databox.settings import RedactedConfig
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers._batch import BaseBatchFileEncoding
@@ -54,6 +55,7 @@ class DataboxSink(BatchSink):
         key_properties: t.Sequence[str] | None,
     ) -> None:
         super().__init__(target, stream_name, schema, key_properties)
+        self._config = RedactedConfig(self._config)
         self._target = target
         self.runtime: Runtime = target.runtime
         settings = self.runtime.settings

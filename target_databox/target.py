@@ -22,7 +22,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 from target_databox.errors import TargetDataboxError
 from target_databox.reader import DataboxReader
 from target_databox.runtime import Runtime
-from target_databox.settings import CONFIG_SCHEMA, Settings
+from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
 from target_databox.sinks import DataboxSink
 
 if t.TYPE_CHECKING:
@@ -60,6 +60,7 @@ class TargetDatabox(Target):
 
     def __init__(self, *, check_only: bool = False, **kwargs: t.Any) -> None:
         super().__init__(**kwargs)
+        self._config = RedactedConfig(self._config)
         self.settings = Settings.from_config(self.config)
         self.runtime = Runtime(
             self.settings,

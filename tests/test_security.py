@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import io
 import ipaddress
 import json
 import os
@@ -27,6 +28,7 @@ from tests.support import (
     run_target,
     schema,
     state,
+    to_lines,
     write_config,
 )
 
@@ -100,8 +102,12 @@ def test_target_objects_never_show_the_key(emulator, config):
 
     target = TargetDatabox(config=config, validate_config=True)
     try:
+        target.process_lines(io.StringIO(to_lines(MESSAGES)))
+        sinks = list(target._sinks_active.values())
+        assert sinks
         for value in (target, target.settings, target.runtime, target.runtime.client,
-                      target.runtime.pacer, target.runtime.resolver):
+                      target.runtime.pacer, target.runtime.resolver, target.config,
+                      *sinks, *(sink.config for sink in sinks)):
             assert API_KEY not in repr(value)
             assert API_KEY not in str(value)
     finally:
