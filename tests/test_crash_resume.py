@@ -265,3 +265,20 @@ def test_signal_with_a_request_in_flight_waits_for_it(emulator, config, signum):
     rerun = run_target(config, schema_line(stream, True) + body_lines(stream, last + 1, 600))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sorted(landed(emulator, stream)) == list(range(1, 601))
+
+
+def test_a_second_signal_exits_at_once_without_more_state(emulator, config):
+    stream = "stuck"
+    # Ingestions never finish processing: after the first SIGTERM the target keeps
+    # waiting to verify them; the second one must end it right away, emitting nothing.
+    emulator.config.processing_polls = 10**9
+    live = LiveTarget({**config, "batch_size_rows": 100}, emulator, stream)
+    live.feed(schema_line(stream, True) + body_lines(stream, 1, 300), close=False)
+    wait_for(lambda: ingestion_requests(emulator) >= 3, "three ingestions")
+    wait_for(live.waiting_for_input, "the target to read everything and wait for more")
+    live.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: not live.waiting_for_input(), "the first signal to stop the reading")
+    live.proc.send_signal(signal.SIGTERM)
+    assert live.finish(timeout=30) == 128 + signal.SIGTERM
+    assert live.states == []
+    assert "Second signal" in live.stderr
