@@ -26,6 +26,8 @@ from target_databox.errors import InputError
 #: Databox's limit on a field name's length (B.7).
 MAX_FIELD_NAME_CHARS = 128
 _SCALARS = (str, int, bool, type(None))
+#: Array items that need no conversion or check (strings, integers, booleans, nulls).
+_PLAIN_ITEM_TYPES = frozenset(_SCALARS)
 _encoder = msgspec.json.Encoder(decimal_format="number")
 
 
@@ -175,6 +177,10 @@ class RowShaper:
         return out
 
     def key_of(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The row's primary-key values, hashable (lists and objects become tuples)."""
+        if len(self.key_properties) == 1:
+            value = row.get(self.key_properties[0])
+            return (_hashable(value) if type(value) in (list, dict) else value,)
         return tuple(_hashable(row.get(k)) for k in self.key_properties)
 
     def describe_key(self, record: Mapping[str, Any]) -> str:
@@ -249,6 +255,8 @@ class RowShaper:
             raise InputError(msg) from None
 
     def _array(self, items: Sequence[Any], key: str, pos: int) -> Any:
+        if _PLAIN_ITEM_TYPES.issuperset(map(type, items)):
+            return items if type(items) is list else list(items)  # the common case, in C
         converted: list[Any] = []
         for item in items:
             itype = type(item)
