@@ -35,7 +35,7 @@ echo "==> tap-jsonl | target-databox"
 .venv-tap-jsonl/bin/tap-jsonl --config "$work/tap.json" 2> "$work/tap.err" \
   | .venv/bin/target-databox --config "$work/target.json" 2> "$work/target.err" \
   > "$work/state.jsonl" || { cat "$work/tap.err" "$work/target.err"; exit 1; }
-grep -E "created|Using|Emitting STATE|queued" "$work/target.err" | sed 's/^.*| //' | sed 's/^/    /'
+grep -iE "created|using (data source|existing)|records .* verified|Emitting STATE" "$work/target.err" | sed 's/^.*| //' | sed 's/^/    /'
 
 echo "==> STATE lines emitted (each after the records before it were verified):"
 sed 's/^/    /' "$work/state.jsonl"

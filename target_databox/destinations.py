@@ -154,27 +154,21 @@ class DestinationResolver:
                     raise InputError(_key_change_message(title, handle.primary_keys, primary_keys))
                 return handle
             existing = self._existing_datasets().get(title)
-            if existing is not None:
-                handle = DatasetHandle(
-                    id=str(existing["id"]), title=title,
-                    primary_keys=primary_keys or None, created=False,
-                )
-                self._logger.info(
-                    "Stream '%s': using existing dataset %s (primary keys %s)",
-                    title, handle.id, primary_keys or "none",
-                )
-            else:
-                answer = self._client.create_dataset(
+            if existing is None:
+                existing = self._client.create_dataset(
                     title, data_source_id=self.data_source_id, primary_keys=primary_keys or None
                 )
-                handle = DatasetHandle(
-                    id=str(answer["id"]), title=title,
-                    primary_keys=primary_keys or None, created=True,
-                )
-                self._logger.info(
-                    "Stream '%s': created dataset %s with primary keys %s",
-                    title, handle.id, primary_keys or "none",
-                )
+                created, verb = True, "created dataset"
+            else:
+                created, verb = False, "using existing dataset"
+            handle = DatasetHandle(
+                id=str(existing["id"]), title=title,
+                primary_keys=primary_keys or None, created=created,
+            )
+            self._logger.info(
+                "Stream '%s': %s %s (primary keys %s)",
+                title, verb, handle.id, primary_keys or "none",
+            )
             self._datasets[title] = handle
             return handle
 
