@@ -293,6 +293,7 @@ class DataboxApi:
             self._now(),
             call.now + self.config.processing_delay,
             self.config.processing_polls,
+            now=call.now,
         )
         return {"ingestionId": ident, "message": "Data accepted for processing"}
 

@@ -22,6 +22,13 @@ _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d{1,9})?)?(?:[Zz]|[+-](\d{2})(?::?(\d{2}))?)?)?"
 )
+# The same grammar for ASCII text with the field ranges in the pattern, so that almost every
+# date-time is settled by one match (only days 29-31 and year 0 still need a calendar check).
+_ISO_FAST = re.compile(
+    r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"(?:[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:[.,][0-9]{1,9})?)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?)?"
+)
 _SCALARS = (str, int, Decimal, bool, type(None))
 
 
@@ -60,7 +67,24 @@ class CheckResult:
 
 def is_datetime(text: str) -> bool:
     """An ISO-8601 date or date-time (``2024-01-02``, ``2024-01-02T03:04:05.123+02:00``)."""
-    match = _ISO.fullmatch(text) if len(text) >= 10 else None
+    if len(text) < 10:
+        return False
+    fast = _ISO_FAST.fullmatch(text)
+    if fast is not None:
+        year, month, day = fast.groups()
+        if day < "29" and year != "0000":
+            return True
+        try:
+            date(int(year), int(month), int(day))
+        except ValueError:
+            return False
+        return True
+    # Non-ASCII digits (which \d accepts) take the general path.
+    return not text.isascii() and _is_datetime_general(text)
+
+
+def _is_datetime_general(text: str) -> bool:
+    match = _ISO.fullmatch(text)
     if match is None:
         return False
     year, month, day, hour, minute, second, off_hour, off_minute = match.groups()
@@ -117,6 +141,10 @@ def check_field_name(name: str) -> None:
         raise _Reject("invalid_field_name", name, "field names may not contain control characters")
 
 
+_PLAIN_FITS = {STRING: (str,), NUMBER: (int, Decimal), BOOLEAN: (bool,)}
+"""Column types whose values need nothing beyond a type check (the per-value fast path)."""
+
+
 def _check_record(
     record: Any, columns: dict[str, str], primary_keys: list[str], good_names: set[str]
 ) -> dict[str, str]:
@@ -137,17 +165,27 @@ def _check_record(
         if value is None:
             continue
         column = columns.get(name)
-        try:
-            if column is None:
-                added[name] = value_type(value) or STRING  # value is not None here
-            elif not _fits(column, value):
-                got = value_type(value)
-                raise _Reject("type_mismatch", name, f"{name!r} is a {column} column, got {got}")
-            elif column == ARRAY:
-                value_type(value)  # the elements must be scalars
-        except _Reject as exc:
-            raise _Reject(exc.code, exc.field or name, exc.message) from None
+        plain = _PLAIN_FITS.get(column)  # type: ignore[arg-type]
+        if plain is not None and type(value) in plain:
+            continue
+        if column == DATETIME and type(value) is str and is_datetime(value):
+            continue
+        _check_value(name, value, column, added)
     return added
+
+
+def _check_value(name: str, value: Any, column: str | None, added: dict[str, str]) -> None:
+    """The full check of one non-null value (new columns, arrays, mismatches)."""
+    try:
+        if column is None:
+            added[name] = value_type(value) or STRING  # value is not None here
+        elif not _fits(column, value):
+            got = value_type(value)
+            raise _Reject("type_mismatch", name, f"{name!r} is a {column} column, got {got}")
+        elif column == ARRAY:
+            value_type(value)  # the elements must be scalars
+    except _Reject as exc:
+        raise _Reject(exc.code, exc.field or name, exc.message) from None
 
 
 def check_records(
@@ -182,4 +220,8 @@ def _canonical(value: Any) -> Any:
 
 def primary_key_of(record: dict[str, Any], primary_keys: list[str]) -> str:
     """A stable text key for the record's primary-key values (indexed in the store)."""
+    if len(primary_keys) == 1:
+        value = record[primary_keys[0]]
+        if type(value) is int:  # the common case, written as the encoder would
+            return f"[{value}]"
     return jsoncodec.dumps([_canonical(record[k]) for k in primary_keys])

@@ -13,36 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import jsoncodec
+from . import jsoncodec, schema
 from .inference import CheckResult, check_records, primary_key_of
 
 PENDING, SUCCESS, PARTIAL, FAILED = "processing", "success", "partial", "failed"
 _SQL_CHUNK = 500
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS data_sources (
-    id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL, title TEXT NOT NULL,
-    created TEXT NOT NULL, timezone TEXT NOT NULL, key TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS datasets (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
-    data_source_id INTEGER NOT NULL, title TEXT NOT NULL, created TEXT NOT NULL,
-    primary_keys TEXT, row_count INTEGER NOT NULL DEFAULT 0,
-    size_bytes INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS columns (
-    dataset_id TEXT NOT NULL, position INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
-    PRIMARY KEY (dataset_id, name));
-CREATE TABLE IF NOT EXISTS rows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, dataset_id TEXT NOT NULL, pk TEXT, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS rows_by_key ON rows (dataset_id, pk);
-CREATE TABLE IF NOT EXISTS ingestions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, dataset_id TEXT NOT NULL,
-    timestamp TEXT NOT NULL, status TEXT NOT NULL, record_count INTEGER NOT NULL,
-    body_bytes INTEGER NOT NULL, due_at REAL NOT NULL, polls_left INTEGER NOT NULL,
-    payload TEXT, received INTEGER, appended INTEGER, overwritten INTEGER, rejected INTEGER,
-    errors TEXT, columns_count INTEGER, size_mb REAL, total_records INTEGER);
-CREATE INDEX IF NOT EXISTS ingestions_by_dataset ON ingestions (dataset_id, seq);
-CREATE INDEX IF NOT EXISTS ingestions_pending ON ingestions (status, seq);
-"""
 
 
 def _size_mb(size_bytes: int) -> float:
@@ -56,19 +31,20 @@ class Store:
         self.path = path
         self.lock = threading.RLock()
         self._first_data_source_id = first_data_source_id
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = schema.connect(path)
         # Parsed records of accepted-but-unapplied ingestions, so applying needn't re-parse.
         self._pending_records: dict[str, list[Any]] = {}
         # Clocks and poll counts do not survive a restart: what was pending is due at once.
         self._db.execute(
             "UPDATE ingestions SET due_at = -1e300, polls_left = 0 WHERE status = ?", (PENDING,)
         )
-        pending = self._scalar("SELECT count(*) FROM ingestions WHERE status = ?", PENDING)
-        self._pending = int(pending)
+        # Pending ingestions per dataset: a new one may only be applied at once when none waits.
+        self._pending: dict[str, int] = dict(
+            self._db.execute(
+                "SELECT dataset_id, count(*) FROM ingestions WHERE status = ? GROUP BY dataset_id",
+                (PENDING,),
+            ).fetchall()
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -101,11 +77,18 @@ class Store:
             for table in ("data_sources", "datasets", "columns", "rows", "ingestions"):
                 db.execute(f"DELETE FROM {table}")  # noqa: S608
             self._pending_records.clear()
-            self._pending = 0
+            self._pending.clear()
 
     @property
     def pending_count(self) -> int:
-        return self._pending
+        return sum(self._pending.values())
+
+    def _settled(self, dataset_id: str, count: int = 1) -> None:
+        left = self._pending.get(dataset_id, 0) - count
+        if left > 0:
+            self._pending[dataset_id] = left
+        else:
+            self._pending.pop(dataset_id, None)
 
     def uuid_taken(self, ident: str) -> bool:
         with self.lock:
@@ -209,23 +192,31 @@ class Store:
             rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         return [self._dataset(r) for r in rows]
 
+    def _seq(self, ident: str) -> int | None:
+        """The dataset's integer key (``rows.dataset``)."""
+        seq = self._scalar("SELECT seq FROM datasets WHERE id = ?", ident)
+        return None if seq is None else int(seq)
+
     def delete_dataset(self, ident: str) -> None:
         """Delete a dataset with its columns, rows and ingestions (pending ones are dropped)."""
         with self._tx() as db:
-            dropped = db.execute(
-                "SELECT id FROM ingestions WHERE dataset_id = ? AND status = ?", (ident, PENDING)
-            ).fetchall()
-            for (ingestion_id,) in dropped:
-                self._pending_records.pop(ingestion_id, None)
-            self._pending -= len(dropped)
-            for table in ("rows", "columns", "ingestions"):
+            if self._pending.get(ident):
+                dropped = db.execute(
+                    "SELECT id FROM ingestions WHERE dataset_id = ? AND status = ?",
+                    (ident, PENDING),
+                ).fetchall()
+                for (ingestion_id,) in dropped:
+                    self._pending_records.pop(ingestion_id, None)
+                self._settled(ident, len(dropped))
+            db.execute("DELETE FROM rows WHERE dataset = ?", (self._seq(ident),))
+            for table in ("columns", "ingestions"):
                 db.execute(f"DELETE FROM {table} WHERE dataset_id = ?", (ident,))  # noqa: S608
             db.execute("DELETE FROM datasets WHERE id = ?", (ident,))
 
     def purge_dataset(self, ident: str) -> None:
         """Remove every row but keep the dataset and its inferred columns (B.8)."""
         with self._tx() as db:
-            db.execute("DELETE FROM rows WHERE dataset_id = ?", (ident,))
+            db.execute("DELETE FROM rows WHERE dataset = ?", (self._seq(ident),))
             db.execute("UPDATE datasets SET row_count = 0, size_bytes = 0 WHERE id = ?", (ident,))
 
     def columns(self, dataset_id: str) -> dict[str, str]:
@@ -240,8 +231,8 @@ class Store:
         """Rows in insertion order; an overwritten row keeps its original position."""
         with self.lock:
             texts = self._db.execute(
-                "SELECT data FROM rows WHERE dataset_id = ? ORDER BY id LIMIT ?",
-                (dataset_id, -1 if limit is None else limit),
+                "SELECT data FROM rows WHERE dataset = ? ORDER BY id LIMIT ?",
+                (self._seq(dataset_id), -1 if limit is None else limit),
             ).fetchall()
         return [jsoncodec.loads(t) for (t,) in texts]
 
@@ -299,9 +290,25 @@ class Store:
         timestamp: str,
         due_at: float,
         polls: int,
+        now: float | None = None,
     ) -> None:
-        """Accept an ingestion; it stays pending until ``process_due`` applies it."""
+        """Accept an ingestion; it stays pending until ``process_due`` applies it.
+
+        When it is due already (``due_at <= now``, no polls owed) and nothing of its dataset
+        waits, it is applied in the same transaction: the next request would apply it first
+        anyway, and this saves a commit and storing the payload.
+        """
         with self._tx() as db:
+            db.execute(
+                "UPDATE datasets SET ingestion_count = ingestion_count + 1 WHERE id = ?",
+                (dataset_id,),
+            )
+            immediate = (
+                now is not None
+                and due_at <= now
+                and polls <= 0
+                and not self._pending.get(dataset_id)
+            )
             db.execute(
                 "INSERT INTO ingestions (id, dataset_id, timestamp, status, record_count, "
                 "body_bytes, due_at, polls_left, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -314,11 +321,14 @@ class Store:
                     body_bytes,
                     due_at,
                     polls,
-                    payload,
+                    None if immediate else payload,
                 ),
             )
-            self._pending_records[ident] = records
-            self._pending += 1
+            if immediate:
+                self._land(db, ident, dataset_id, records)
+            else:
+                self._pending_records[ident] = records
+                self._pending[dataset_id] = self._pending.get(dataset_id, 0) + 1
 
     def ingestion(self, dataset_id: str, ident: str) -> dict[str, Any] | None:
         with self.lock:
@@ -341,8 +351,9 @@ class Store:
         return [self._ingestion(r) for r in rows]
 
     def ingestion_count(self, dataset_id: str) -> int:
-        count = self._scalar("SELECT count(*) FROM ingestions WHERE dataset_id = ?", dataset_id)
-        return int(count)
+        """Kept as a counter: counting a dataset's ingestions would grow with every request."""
+        count = self._scalar("SELECT ingestion_count FROM datasets WHERE id = ?", dataset_id)
+        return int(count or 0)
 
     def recent_ingestions(self, limit: int) -> list[dict[str, Any]]:
         with self.lock:
@@ -369,7 +380,7 @@ class Store:
         An ingestion that is not yet due blocks the later ones of its dataset, so a dataset's
         ingestions always land in acceptance order. ``force`` applies everything pending.
         """
-        if not self._pending:
+        if not self._pending or (dataset_id is not None and not self._pending.get(dataset_id)):
             return 0
         with self.lock:
             sql = "SELECT seq, id, dataset_id, due_at, polls_left FROM ingestions WHERE status = ?"
@@ -383,7 +394,10 @@ class Store:
                 if dset in blocked:
                     continue
                 if force or (due_at <= now and polls_left <= 0):
-                    self._apply(ident, dset)
+                    records = self._records_of(ident)
+                    with self._tx() as db:
+                        self._land(db, ident, dset, records)
+                        self._settled(dset)
                     applied += 1
                 else:
                     blocked.add(dset)
@@ -396,69 +410,70 @@ class Store:
             records = jsoncodec.loads(payload)["records"]
         return records
 
-    def _apply(self, ident: str, dataset_id: str) -> None:
-        """Validate and land one ingestion's records, then record its outcome and metrics."""
-        records = self._records_of(ident)
-        dataset = self.dataset(dataset_id)
-        assert dataset is not None  # deleting a dataset deletes its ingestions
-        primary_keys: list[str] = dataset["primaryKeys"] or []
+    def _land(
+        self, db: sqlite3.Connection, ident: str, dataset_id: str, records: list[Any]
+    ) -> None:
+        """Validate and land one ingestion's records, then record its outcome and metrics
+        (inside the caller's transaction). Its cost depends on the request, not the dataset."""
+        seq, keys_text, row_count, size_bytes = db.execute(
+            "SELECT seq, primary_keys, row_count, size_bytes FROM datasets WHERE id = ?",
+            (dataset_id,),
+        ).fetchone()  # deleting a dataset deletes its ingestions
+        primary_keys: list[str] = jsoncodec.loads(keys_text) if keys_text else []
         columns = self.columns(dataset_id)
         result = check_records(records, columns, primary_keys)
-        with self._tx() as db:
-            if result.new_columns:
-                start = len(columns)
-                db.executemany(
-                    "INSERT INTO columns VALUES (?, ?, ?, ?)",
-                    [
-                        (dataset_id, start + i, name, kind)
-                        for i, (name, kind) in enumerate(result.new_columns.items())
-                    ],
-                )
-            if primary_keys:
-                appended, overwritten, new_rows, size_delta = self._upsert(
-                    db, dataset_id, primary_keys, result
-                )
-            else:
-                texts = [jsoncodec.dumps(record) for _, record in result.accepted]
-                db.executemany(
-                    "INSERT INTO rows (dataset_id, pk, data) VALUES (?, NULL, ?)",
-                    [(dataset_id, t) for t in texts],
-                )
-                appended, overwritten = len(texts), 0
-                new_rows, size_delta = len(texts), sum(map(len, texts))
-            db.execute(
-                "UPDATE datasets SET row_count = row_count + ?, size_bytes = size_bytes + ? "
-                "WHERE id = ?",
-                (new_rows, size_delta, dataset_id),
+        if result.new_columns:
+            start = len(columns)
+            db.executemany(
+                "INSERT INTO columns VALUES (?, ?, ?, ?)",
+                [
+                    (dataset_id, start + i, name, kind)
+                    for i, (name, kind) in enumerate(result.new_columns.items())
+                ],
             )
-            row_count, size_bytes = db.execute(
-                "SELECT row_count, size_bytes FROM datasets WHERE id = ?", (dataset_id,)
-            ).fetchone()
-            rejected = len(result.errors)
-            status = SUCCESS if not rejected else PARTIAL if result.accepted else FAILED
-            errors = jsoncodec.dumps([e.to_json() for e in result.errors]) if rejected else None
-            db.execute(
-                "UPDATE ingestions SET status = ?, payload = NULL, received = ?, appended = ?, "
-                "overwritten = ?, rejected = ?, errors = ?, columns_count = ?, size_mb = ?, "
-                "total_records = ? WHERE id = ?",
-                (
-                    status,
-                    len(records),
-                    appended,
-                    overwritten,
-                    rejected,
-                    errors,
-                    len(columns) + len(result.new_columns),
-                    _size_mb(size_bytes),
-                    row_count,
-                    ident,
-                ),
+        if primary_keys:
+            appended, overwritten, new_rows, size_delta = self._upsert(
+                db, seq, primary_keys, result
             )
-            self._pending -= 1
+        else:
+            texts = [jsoncodec.dumps(record) for _, record in result.accepted]
+            db.executemany(
+                "INSERT INTO rows (dataset, pk, data) VALUES (?, NULL, ?)",
+                [(seq, t) for t in texts],
+            )
+            appended, overwritten = len(texts), 0
+            new_rows, size_delta = len(texts), sum(map(len, texts))
+        row_count += new_rows
+        size_bytes += size_delta
+        if new_rows or size_delta:
+            db.execute(
+                "UPDATE datasets SET row_count = ?, size_bytes = ? WHERE seq = ?",
+                (row_count, size_bytes, seq),
+            )
+        rejected = len(result.errors)
+        status = SUCCESS if not rejected else PARTIAL if result.accepted else FAILED
+        errors = jsoncodec.dumps([e.to_json() for e in result.errors]) if rejected else None
+        db.execute(
+            "UPDATE ingestions SET status = ?, payload = NULL, received = ?, appended = ?, "
+            "overwritten = ?, rejected = ?, errors = ?, columns_count = ?, size_mb = ?, "
+            "total_records = ? WHERE id = ?",
+            (
+                status,
+                len(records),
+                appended,
+                overwritten,
+                rejected,
+                errors,
+                len(columns) + len(result.new_columns),
+                _size_mb(size_bytes),
+                row_count,
+                ident,
+            ),
+        )
 
     @staticmethod
     def _upsert(
-        db: sqlite3.Connection, dataset_id: str, primary_keys: list[str], result: CheckResult
+        db: sqlite3.Connection, seq: int, primary_keys: list[str], result: CheckResult
     ) -> tuple[int, int, int, int]:
         """Insert or overwrite by primary key, record by record (a repeated key in one request is
         appended first, then overwritten: the last one wins and keeps the first one's position).
@@ -474,8 +489,8 @@ class Store:
             chunk = unique[start : start + _SQL_CHUNK]
             marks = ",".join("?" * len(chunk))
             for pk, row_id, size in db.execute(
-                f"SELECT pk, id, length(data) FROM rows WHERE dataset_id = ? AND pk IN ({marks})",  # noqa: S608
-                (dataset_id, *chunk),
+                f"SELECT pk, id, length(data) FROM rows WHERE dataset = ? AND pk IN ({marks})",  # noqa: S608
+                (seq, *chunk),
             ):
                 existing[pk] = (row_id, size)
         inserts: dict[str, str] = {}
@@ -497,10 +512,11 @@ class Store:
                 size_delta += len(text)
                 inserts[key] = text
         db.executemany(
-            "INSERT INTO rows (dataset_id, pk, data) VALUES (?, ?, ?)",
-            [(dataset_id, k, t) for k, t in inserts.items()],
+            "INSERT INTO rows (dataset, pk, data) VALUES (?, ?, ?)",
+            [(seq, k, t) for k, t in inserts.items()],
         )
-        db.executemany(
-            "UPDATE rows SET data = ? WHERE id = ?", [(t, i) for i, t in updates.items()]
-        )
+        if updates:
+            db.executemany(
+                "UPDATE rows SET data = ? WHERE id = ?", [(t, i) for i, t in updates.items()]
+            )
         return appended, overwritten, len(inserts), size_delta

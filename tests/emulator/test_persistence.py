@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,3 +56,51 @@ def test_seeded_ids_are_deterministic_and_never_collide_on_restart(tmp_path: Pat
     dataset_ids(db)
     both = dataset_ids(db)
     assert len(both) == len(set(both)) == 2
+
+
+_FIRST_SCHEMA = """
+CREATE TABLE data_sources (
+    id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL, title TEXT NOT NULL,
+    created TEXT NOT NULL, timezone TEXT NOT NULL, key TEXT NOT NULL);
+CREATE TABLE datasets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    data_source_id INTEGER NOT NULL, title TEXT NOT NULL, created TEXT NOT NULL,
+    primary_keys TEXT, row_count INTEGER NOT NULL DEFAULT 0,
+    size_bytes INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE columns (
+    dataset_id TEXT NOT NULL, position INTEGER NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+    PRIMARY KEY (dataset_id, name));
+CREATE TABLE rows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, dataset_id TEXT NOT NULL, pk TEXT, data TEXT NOT NULL);
+CREATE INDEX rows_by_key ON rows (dataset_id, pk);
+CREATE TABLE ingestions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, dataset_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL, status TEXT NOT NULL, record_count INTEGER NOT NULL,
+    body_bytes INTEGER NOT NULL, due_at REAL NOT NULL, polls_left INTEGER NOT NULL,
+    payload TEXT, received INTEGER, appended INTEGER, overwritten INTEGER, rejected INTEGER,
+    errors TEXT, columns_count INTEGER, size_mb REAL, total_records INTEGER);
+INSERT INTO data_sources VALUES (4000001, 1001, 'Old', '2024-01-01T00:00:00.000Z', 'UTC', 'k1');
+INSERT INTO datasets (id, data_source_id, title, created, primary_keys, row_count, size_bytes)
+    VALUES ('d-old', 4000001, 'Orders', '2024-01-01T00:00:00.000Z', '["id"]', 2, 30);
+INSERT INTO columns VALUES ('d-old', 0, 'id', 'number'), ('d-old', 1, 'v', 'string');
+INSERT INTO rows (dataset_id, pk, data) VALUES
+    ('d-old', '[1]', '{"id":1,"v":"a"}'), ('d-old', '[2]', '{"id":2,"v":"b"}');
+INSERT INTO ingestions (id, dataset_id, timestamp, status, record_count, body_bytes, due_at,
+    polls_left, received, appended, overwritten, rejected, columns_count, size_mb, total_records)
+    VALUES ('i-old', 'd-old', '2024-01-01T00:00:00.000Z', 'success', 2, 40, 0, 0, 2, 2, 0, 0, 2,
+    0.00003, 2);
+"""
+
+
+def test_a_file_from_the_first_schema_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    with contextlib.closing(sqlite3.connect(db)) as old:
+        old.executescript(_FIRST_SCHEMA)
+    with Emulator(EmulatorConfig(api_key="k", db_path=str(db))) as emu:
+        api = Api(emu.url, "k")
+        api.ingest("d-old", [{"id": 2, "v": "B"}, {"id": 3, "v": "c"}])
+        assert emu.rows("d-old") == [{"id": 1, "v": "a"}, {"id": 2, "v": "B"}, {"id": 3, "v": "c"}]
+        listing = api.get("/v1/datasets/d-old/ingestions").json()
+        assert listing["pagination"]["totalItems"] == 2
+        assert [i["appended"] for i in emu.ingestions("d-old")] == [2, 1]
+    emu.close()
