@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from . import jsoncodec, schema
@@ -18,6 +19,14 @@ from .inference import CheckResult, check_records, primary_key_of
 
 PENDING, SUCCESS, PARTIAL, FAILED = "processing", "success", "partial", "failed"
 _SQL_CHUNK = 500
+
+
+@dataclass
+class Work:
+    """SQL statements run and SQLite virtual-machine instructions executed (see Store.counting)."""
+
+    statements: int = 0
+    vm_steps: int = 0
 
 
 def _size_mb(size_bytes: int) -> float:
@@ -62,6 +71,32 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def counting(self, step: int = 1) -> Iterator[Work]:
+        """Count the database work done while the block runs (VM steps in units of ``step``).
+
+        An untimed measure for tests: a query that scans rows, or one more query per row,
+        shows up here as a count that grows with the data.
+        """
+        work = Work()
+
+        def on_step() -> int:
+            work.vm_steps += step
+            return 0
+
+        def on_statement(_sql: str) -> None:
+            work.statements += 1
+
+        with self.lock:
+            self._db.set_progress_handler(on_step, step)
+            self._db.set_trace_callback(on_statement)
+        try:
+            yield work
+        finally:
+            with self.lock:
+                self._db.set_progress_handler(None, 0)
+                self._db.set_trace_callback(None)
 
     def _scalar(self, sql: str, *args: Any) -> Any:
         with self.lock:
