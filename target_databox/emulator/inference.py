@@ -141,20 +141,33 @@ def check_field_name(name: str) -> None:
         raise _Reject("invalid_field_name", name, "field names may not contain control characters")
 
 
-_PLAIN_FITS = {STRING: (str,), NUMBER: (int, Decimal), BOOLEAN: (bool,)}
+_PLAIN_FITS: dict[str, tuple[type, ...]] = {
+    STRING: (str,),
+    NUMBER: (int, Decimal),
+    BOOLEAN: (bool,),
+}
 """Column types whose values need nothing beyond a type check (the per-value fast path)."""
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _check_record(
-    record: Any, columns: dict[str, str], primary_keys: list[str], good_names: set[str]
+    record: Any,
+    columns: dict[str, str],
+    primary_keys: list[str],
+    good_names: set[str],
+    plain_fits: dict[str, tuple[type, ...]],
 ) -> dict[str, str]:
-    """Validate one record; return the columns it would add. Raises _Reject on the first problem."""
+    """Validate one record; return the columns it would add. Raises _Reject on the first problem.
+
+    ``plain_fits`` maps the columns of ``_PLAIN_FITS`` types to the value types they take.
+    """
     if type(record) is not dict:
         raise _Reject("invalid_record", None, "each record must be a JSON object")
-    for name in record:
-        if name not in good_names:
-            check_field_name(name)
-            good_names.add(name)
+    if not good_names.issuperset(record):
+        for name in record:
+            if name not in good_names:
+                check_field_name(name)
+                good_names.add(name)
     for key in primary_keys:
         if record.get(key) is None:
             raise _Reject(
@@ -164,13 +177,23 @@ def _check_record(
     for name, value in record.items():
         if value is None:
             continue
-        column = columns.get(name)
-        plain = _PLAIN_FITS.get(column)  # type: ignore[arg-type]
-        if plain is not None and type(value) in plain:
-            continue
-        if column == DATETIME and type(value) is str and is_datetime(value):
-            continue
-        _check_value(name, value, column, added)
+        kind = type(value)
+        plain = plain_fits.get(name)
+        if plain is not None:
+            if kind in plain:
+                continue
+        else:
+            column = columns.get(name)
+            if column == DATETIME:
+                if kind is str and is_datetime(value):
+                    continue
+            elif (
+                column == ARRAY
+                and kind is list
+                and all(type(item) in _SCALAR_TYPES for item in value)
+            ):
+                continue
+        _check_value(name, value, columns.get(name), added)
     return added
 
 
@@ -195,16 +218,19 @@ def check_records(
     known = dict(columns)
     pks = primary_keys or []
     good_names = set(columns)
+    plain_fits = {n: _PLAIN_FITS[k] for n, k in columns.items() if k in _PLAIN_FITS}
     result = CheckResult()
     for index, record in enumerate(records):
         try:
-            added = _check_record(record, known, pks, good_names)
+            added = _check_record(record, known, pks, good_names, plain_fits)
         except _Reject as exc:
             result.errors.append(RecordError(index, exc.field, exc.code, exc.message))
             continue
         for name, kind in added.items():
             known[name] = kind
             result.new_columns[name] = kind
+            if kind in _PLAIN_FITS:
+                plain_fits[name] = _PLAIN_FITS[kind]
         result.accepted.append((index, record))
     return result
 

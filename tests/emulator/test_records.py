@@ -7,9 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from target_databox.emulator import Emulator
-from target_databox.emulator.inference import check_records, is_datetime, value_type
+from target_databox.emulator.inference import (
+    _is_datetime_general,
+    check_records,
+    is_datetime,
+    value_type,
+)
 
 from .conftest import Api
 
@@ -37,6 +44,54 @@ def test_iso_datetimes(text: str) -> None:
 def test_not_datetimes(text: str) -> None:
     assert not is_datetime(text)
     assert value_type(text) == "string"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-01-31", True),
+        ("2024-04-31", False),
+        ("2023-02-29T10:00Z", False),
+        ("0000-01-01", False),
+        ("0001-01-01", True),
+        ("2024-01-02T23:59:59+23:59", True),
+        ("2024-01-02T10:00:60Z", False),
+        ("\u0662\u0660\u0662\u0664-01-02", True),  # the pattern's \d takes any decimal digit
+    ],
+)
+def test_datetime_edges(text: str, expected: bool) -> None:
+    assert is_datetime(text) is expected
+
+
+_two = st.integers(0, 99).map("{:02d}".format)
+_datetime_like = st.one_of(
+    st.text(alphabet="0123456789-:Tt Zz+.,\u0663", min_size=8, max_size=32),
+    st.builds(
+        "{}-{}-{}{}".format,
+        st.integers(0, 9999).map("{:04d}".format),
+        _two,
+        _two,
+        st.one_of(
+            st.just(""),
+            st.builds("T{}:{}".format, _two, _two),
+            st.builds(
+                "T{}:{}:{}.{}{}".format,
+                _two,
+                _two,
+                _two,
+                st.integers(0, 999),
+                st.sampled_from(["", "Z", "+0530", "-05:30", "+2400", "-0060"]),
+            ),
+        ),
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_datetime_like)
+def test_fast_datetime_check_agrees_with_the_grammar(text: str) -> None:
+    """The range-encoding pattern decides exactly as the general pattern plus range checks."""
+    assert is_datetime(text) == (len(text) >= 10 and _is_datetime_general(text))
 
 
 def test_value_types() -> None:
