@@ -30,6 +30,9 @@ REJECTION_WORDS = frozenset({"partial", "failed", "error"})
 #: (one drained batch at the defaults) keeps up; a waiting pipeline polls unrationed.
 POLL_SHARE = 0.01
 POLL_ALLOWANCE = 2
+#: ...and one more every this many seconds, so a slowly trickling run still releases its
+#: STATE within seconds (at Databox's 10 requests/s this adds at most 1%).
+SECONDS_PER_FREE_POLL = 10.0
 MIN_POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 5.0
 LIST_PAGE_SIZE = 1000
@@ -83,6 +86,7 @@ class IngestionVerifier:
         self._on_failure = on_failure
         self._logger = logger
         self._clock = clock
+        self._started = clock()
         self._cond = threading.Condition()
         self._watches: dict[str, _DatasetWatch] = {}
         self._urgent = 0
@@ -147,7 +151,11 @@ class IngestionVerifier:
     def _budget_ok(self) -> bool:
         if self._urgent:
             return True
-        allowed = POLL_ALLOWANCE + POLL_SHARE * self._client.stats.ingestion_requests
+        allowed = (
+            POLL_ALLOWANCE
+            + POLL_SHARE * self._client.stats.ingestion_requests
+            + (self._clock() - self._started) / SECONDS_PER_FREE_POLL
+        )
         return self.polls < allowed
 
     def _next_due(self) -> str | None:

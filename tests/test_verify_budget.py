@@ -1,0 +1,77 @@
+"""The verifier's poll rationing: a share of the ingestions plus a slow time allowance."""
+
+from __future__ import annotations
+
+import logging
+
+from target_databox.client import ClientStats
+from target_databox.verify import (
+    POLL_ALLOWANCE,
+    SECONDS_PER_FREE_POLL,
+    IngestionVerifier,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class NoClient:
+    """Counts only; the verifier never calls it without pending ingestions."""
+
+    def __init__(self) -> None:
+        self.stats = ClientStats()
+
+
+def make_verifier(clock: FakeClock) -> IngestionVerifier:
+    return IngestionVerifier(
+        NoClient(),  # type: ignore[arg-type]
+        timeout_seconds=600,
+        on_failure=lambda exc: None,
+        logger=logging.getLogger("test"),
+        clock=clock,
+    )
+
+
+def test_polls_are_rationed_to_a_share_of_the_ingestions():
+    clock = FakeClock()
+    verifier = make_verifier(clock)
+    try:
+        verifier.polls = POLL_ALLOWANCE
+        assert not verifier._budget_ok()
+        verifier._client.stats.ingestion_requests = 100  # one more poll per 100 ingestions
+        assert verifier._budget_ok()
+        verifier.polls += 1
+        assert not verifier._budget_ok()
+    finally:
+        verifier.stop()
+
+
+def test_a_trickling_run_still_gets_a_poll_every_few_seconds():
+    clock = FakeClock()
+    verifier = make_verifier(clock)
+    try:
+        verifier.polls = POLL_ALLOWANCE
+        assert not verifier._budget_ok()
+        clock.now += SECONDS_PER_FREE_POLL
+        assert verifier._budget_ok()
+        verifier.polls += 1
+        assert not verifier._budget_ok()
+    finally:
+        verifier.stop()
+
+
+def test_someone_waiting_lifts_the_ration():
+    clock = FakeClock()
+    verifier = make_verifier(clock)
+    try:
+        verifier.polls = 10_000
+        with verifier.urgent():
+            assert verifier._budget_ok()
+        assert not verifier._budget_ok()
+    finally:
+        verifier.stop()
