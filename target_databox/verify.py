@@ -30,8 +30,8 @@ REJECTION_WORDS = frozenset({"partial", "failed", "error"})
 #: (one drained batch at the defaults) keeps up; a waiting pipeline polls unrationed.
 POLL_SHARE = 0.01
 POLL_ALLOWANCE = 2
-#: ...and one more every this many seconds, so a slowly trickling run still releases its
-#: STATE within seconds (at Databox's 10 requests/s this adds at most 1%).
+#: ...or, when that is more, one every this many seconds, so a slowly trickling run still
+#: releases its STATE within seconds.
 SECONDS_PER_FREE_POLL = 10.0
 MIN_POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 5.0
@@ -151,10 +151,9 @@ class IngestionVerifier:
     def _budget_ok(self) -> bool:
         if self._urgent:
             return True
-        allowed = (
-            POLL_ALLOWANCE
-            + POLL_SHARE * self._client.stats.ingestion_requests
-            + (self._clock() - self._started) / SECONDS_PER_FREE_POLL
+        allowed = POLL_ALLOWANCE + max(
+            POLL_SHARE * self._client.stats.ingestion_requests,
+            (self._clock() - self._started) / SECONDS_PER_FREE_POLL,
         )
         return self.polls < allowed
 

@@ -1,4 +1,4 @@
-"""The verifier's poll rationing: a share of the ingestions plus a slow time allowance."""
+"""The verifier's poll rationing: a share of the ingestions, or a slow time allowance."""
 
 from __future__ import annotations
 
@@ -72,6 +72,18 @@ def test_someone_waiting_lifts_the_ration():
         verifier.polls = 10_000
         with verifier.urgent():
             assert verifier._budget_ok()
+        assert not verifier._budget_ok()
+    finally:
+        verifier.stop()
+
+
+def test_the_time_allowance_does_not_add_to_a_busy_runs_share():
+    clock = FakeClock()
+    verifier = make_verifier(clock)
+    try:
+        verifier._client.stats.ingestion_requests = 1000  # 10 polls' worth
+        clock.now += 5 * SECONDS_PER_FREE_POLL  # 5 polls' worth of time
+        verifier.polls = POLL_ALLOWANCE + 10
         assert not verifier._budget_ok()
     finally:
         verifier.stop()
