@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         metavar="PATH",
         default=":memory:",
-        help="SQLite file that keeps data across restarts (default: in memory)",
+        help="SQLite file that keeps data across restarts "
+        "(default: a private temporary database, gone on exit)",
     )
     parser.add_argument(
         "--processing-delay",
