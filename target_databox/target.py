@@ -195,19 +195,27 @@ class TargetDatabox(Target):
             sys.exit(128 + self._terminating)
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """Runs between two bytecodes of the main thread, possibly inside a log write:
+        so it takes no locks (no logging calls, no buffered writes) — see _notice."""
         if self._terminating is not None:
-            self.logger.error("Second signal %d: exiting now, without waiting", signum)
-            sys.stdout.flush()
+            self._notice(logging.ERROR, f"Second signal {signum}: exiting now, without waiting")
             os._exit(128 + signum)
         self._terminating = signum
-        self.logger.warning(
-            "Received signal %d: no more input will be read; finishing and verifying "
+        self._notice(
+            logging.WARNING,
+            f"Received signal {signum}: no more input will be read; finishing and verifying "
             "in-flight requests, then emitting the last safe STATE",
-            signum,
         )
         reader = self.message_reader
         if isinstance(reader, DataboxReader):
             reader.request_stop()
+
+    def _notice(self, level: int, message: str) -> None:
+        """A log line written straight to fd 2, formatted like the others."""
+        record = self.logger.makeRecord(self.logger.name, level, __file__, 0, message, (), None)
+        handlers = self.logger.handlers or logging.getLogger().handlers
+        text = handlers[0].format(record) if handlers else message
+        os.write(2, (text + "\n").encode("utf-8", "replace"))
 
     # CLI ----------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ POLL_SHARE = 0.01
 POLL_ALLOWANCE = 2
 #: ...or, when that is more, one every this many seconds, so a slowly trickling run still
 #: releases its STATE within seconds.
-SECONDS_PER_FREE_POLL = 10.0
+SECONDS_PER_FREE_POLL = 30.0
 MIN_POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 5.0
 LIST_PAGE_SIZE = 1000
