@@ -8,6 +8,7 @@ spend the same budget as ingestions, exactly as Databox counts them.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import threading
@@ -15,11 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import backoff
-import requests
-from requests.adapters import HTTPAdapter
+import certifi
+import urllib3
 
 from target_databox.errors import (
     ApiErrorDetail,
@@ -88,7 +89,7 @@ def _is_loopback(host: str) -> bool:
 
 
 class DataboxClient:
-    """Databox v1 endpoints as methods; thread-safe (one pooled session)."""
+    """Databox v1 endpoints as methods; thread-safe (one connection pool)."""
 
     def __init__(
         self,
@@ -110,17 +111,22 @@ class DataboxClient:
             raise ConfigurationError(msg)
         self._pacer = pacer
         self._retry = retry or RetryPolicy()
-        self._timeout = timeout
-        self._verify: str | bool = ca_bundle or True
         self._logger = logger or logging.getLogger(__name__)
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxy/netrc surprises for the key
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._session.headers.update(
-            {"x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json"}
+        # urllib3 (requests' own transport) directly: a request costs about a third of the
+        # CPU it takes through requests.Session, which matters at hundreds of requests/s.
+        # Certificates are always verified; no proxies, no redirects, no hidden retries.
+        self._http = urllib3.PoolManager(
+            num_pools=2,
+            maxsize=pool_size,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=ca_bundle or certifi.where(),
+            retries=False,
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
         )
+        self._headers = {
+            "x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json"
+        }
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self.stats = ClientStats()
         self._stats_lock = threading.Lock()
 
@@ -136,7 +142,7 @@ class DataboxClient:
         return self._retry
 
     def close(self) -> None:
-        self._session.close()
+        self._http.clear()
 
     # Endpoints -------------------------------------------------------------------------
 
@@ -334,39 +340,39 @@ class DataboxClient:
             self.stats.requests += 1
             if is_ingestion:
                 self.stats.ingestion_requests += 1
-        headers = {"Content-Type": "application/json"} if data is not None else None
+        url = self._base + path
+        if params:
+            url += "?" + urlencode(params)
+        if json_body is not None:
+            data = json.dumps(json_body).encode("utf-8")
         try:
-            response = self._session.request(
+            response = self._http.request(
                 method,
-                self._base + path,
-                json=json_body,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=self._timeout,
-                verify=self._verify,
-                allow_redirects=False,  # never carry the key to another host
+                url,
+                body=data,
+                headers=self._json_headers if data is not None else self._headers,
+                redirect=False,  # never carry the key to another host
             )
-        except requests.exceptions.ConnectTimeout as exc:
-            raise DataboxConnectionError(operation, _reason(exc),
-                                         may_have_been_applied=False) from None
-        except requests.exceptions.SSLError as exc:
+        except urllib3.exceptions.SSLError as exc:
             msg = f"TLS verification of {self._base} failed ({_reason(exc)}); set ca_bundle"
             raise ConfigurationError(msg) from None
-        except requests.exceptions.ConnectionError as exc:
+        except urllib3.exceptions.ConnectTimeoutError as exc:  # incl. NewConnectionError
+            raise DataboxConnectionError(operation, _reason(exc),
+                                         may_have_been_applied=False) from None
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise DataboxConnectionError(operation, _reason(exc),
+                                         may_have_been_applied=True) from None
+        except urllib3.exceptions.HTTPError as exc:
             raise DataboxConnectionError(
                 operation, _reason(exc), may_have_been_applied=_maybe_sent(exc)
             ) from None
-        except requests.exceptions.Timeout as exc:
-            raise DataboxConnectionError(operation, _reason(exc),
-                                         may_have_been_applied=True) from None
-        return self._decode(response, operation)
+        return self._decode(_Answer(response.status, response.headers, response.data), operation)
 
-    def _decode(self, response: requests.Response, operation: str) -> dict[str, Any]:
-        status = response.status_code
+    def _decode(self, response: _Answer, operation: str) -> dict[str, Any]:
+        status = response.status
         body: Any = None
         try:
-            body = response.json()
+            body = json.loads(response.data) if response.data else None
         except ValueError:
             body = None
         if (
@@ -387,8 +393,19 @@ class DataboxClient:
         raise error
 
 
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
 def _api_error(
-    operation: str, status: int, body: Any, response: requests.Response
+    operation: str, status: int, body: Any, response: _Answer
 ) -> DataboxApiError:
     details: list[ApiErrorDetail] = []
     request_id = None
@@ -445,7 +462,7 @@ def _reason(exc: BaseException) -> str:
     return text[:BODY_EXCERPT_CHARS]
 
 
-def _maybe_sent(exc: requests.exceptions.ConnectionError) -> bool:
+def _maybe_sent(exc: BaseException) -> bool:
     """False only when the connection was never established (nothing can have been applied)."""
     text = repr(exc)
     never_connected = (
