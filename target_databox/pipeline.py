@@ -45,7 +45,6 @@ class Batch:
     end: int
     dataset: DatasetHandle
     outstanding: int = 0
-    records_sent: int = 0
     ingestion_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
