@@ -173,16 +173,26 @@ def run_target(data: Path, records: int, workdir: Path, timeout: float) -> Resul
             "max_requests_per_second": 100_000,
             "max_requests_per_hour": 1_000_000_000,
         })
-        argv = [str(BIN / "target-databox"), "--config", str(config)]
-        wall, cpu, rss, out = run_measured(argv, data, workdir, label, timeout)
-        check_states(out, records, label)
-        landed = emulator.rows_landed()
-        if landed != records:
-            raise SystemExit(f"{label}: {landed} rows landed, expected {records}")
+        wall, cpu, rss = run_target_checked(config, emulator, data, records, workdir, label,
+                                            timeout)
     finally:
         emulator_cpu = emulator.close()
     return Result("target-databox (emulator, limits lifted)", records, wall, cpu, rss,
                   emulator_cpu=emulator_cpu)
+
+
+def run_target_checked(
+    config: Path, emulator: EmulatorProcess, data: Path, records: int, workdir: Path,
+    label: str, timeout: float,
+) -> tuple[float, float, float]:
+    """Run target-databox measured, and fail unless its last STATE and every row landed."""
+    argv = [str(BIN / "target-databox"), "--config", str(config)]
+    wall, cpu, rss, out = run_measured(argv, data, workdir, label, timeout)
+    check_states(out, records, label)
+    landed = emulator.rows_landed()
+    if landed != records:
+        raise SystemExit(f"{label}: {landed} rows landed, expected {records}")
+    return wall, cpu, rss
 
 
 def run_api_case(data: Path, records: int, workdir: Path, timeout: float) -> Result:
@@ -195,12 +205,8 @@ def run_api_case(data: Path, records: int, workdir: Path, timeout: float) -> Res
     try:
         settings = {"api_key": API_KEY, "api_url": emulator.url}
         config = write_json(workdir / f"{label}.json", settings)
-        argv = [str(BIN / "target-databox"), "--config", str(config)]
-        wall, cpu, rss, out = run_measured(argv, data, workdir, label, timeout)
-        check_states(out, records, label)
-        landed = emulator.rows_landed()
-        if landed != records:
-            raise SystemExit(f"{label}: {landed} rows landed, expected {records}")
+        wall, cpu, rss = run_target_checked(config, emulator, data, records, workdir, label,
+                                            timeout)
         log = [r for r in emulator.requests() if not r["path"].startswith("/_emulator")]
         write_json(workdir / f"{label}.requests.json", log)
     finally:

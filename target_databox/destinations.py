@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,10 +190,6 @@ class DestinationResolver:
     def existing_dataset_titles(self) -> list[str]:
         with self._lock:
             return list(self._existing_datasets())
-
-    def datasets(self) -> Iterable[DatasetHandle]:
-        with self._lock:
-            return list(self._datasets.values())
 
     def _existing_datasets(self) -> dict[str, dict[str, Any]]:
         if self._existing is None:

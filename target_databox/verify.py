@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from target_databox.client import DataboxClient
-from target_databox.errors import DataboxApiError, IngestionFailedError, TargetDataboxError
+from target_databox.errors import DataboxApiError, IngestionFailedError
 
 SUCCESS_WORDS = frozenset({"success", "completed", "complete", "succeeded", "done"})
 PENDING_WORDS = frozenset({"processing", "queued", "pending", "running", "in_progress"})
-REJECTION_WORDS = frozenset({"partial", "failed", "error"})
 
 #: Polls may use this share of the ingestion requests sent so far (plus a small allowance).
 #: One list request settles up to LIST_PAGE_SIZE ingestions, so one poll per ~100 requests
@@ -296,6 +295,5 @@ __all__ = [
     "IngestionVerifier",
     "Outcome",
     "PendingIngestion",
-    "TargetDataboxError",
     "outcome_from_detail",
 ]
