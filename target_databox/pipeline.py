@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,15 @@ from target_databox.errors import (
     TargetDataboxError,
 )
 from target_databox.verify import IngestionVerifier, Outcome, PendingIngestion
+
+#: Bodies queued for the senders and not yet picked up: a few batches' worth (~8 MB at
+#: 100 rows per body), so the main thread keeps parsing while the senders catch up.
+MAX_QUEUED_BODIES = 256
+
+#: The GIL switch interval while senders run (Python's default is 5 ms). The main thread
+#: is CPU-bound; with the default, a sender whose answer has arrived may wait up to 5 ms
+#: for the GIL at each step of a request, and the emulator or Databox sits idle meanwhile.
+SENDER_SWITCH_INTERVAL = 0.0005
 
 RejectedHandler = Callable[["Batch", RequestBody, str, Outcome], None]
 
@@ -88,11 +98,15 @@ class IngestionPipeline:
         self._on_rejected = on_rejected
         # Daemon threads: after a failure nothing they do matters any more, and a request
         # still retrying must not keep the process alive.
-        self._queue: queue.Queue[tuple[Batch, RequestBody] | None] = queue.Queue(workers * 2)
+        self._queue: queue.Queue[tuple[Batch, RequestBody] | None] = queue.Queue(
+            max(MAX_QUEUED_BODIES, workers * 2)
+        )
         self._workers = [
             threading.Thread(target=self._work, name=f"databox-send-{n}", daemon=True)
             for n in range(workers)
         ]
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SENDER_SWITCH_INTERVAL))
         for worker in self._workers:
             worker.start()
         self._cond = threading.Condition()
@@ -166,6 +180,7 @@ class IngestionPipeline:
         self.raise_if_failed()
 
     def close(self) -> None:
+        sys.setswitchinterval(self._switch_interval)
         self.verifier.stop()
         for _ in self._workers:
             self._queue.put(None)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import typing as t
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 
 import msgspec
@@ -59,7 +60,7 @@ class DataboxReader(MsgSpecReader):
     ) -> t.Counter[str]:
         lines = self._lines(file_input if file_input is not None else self._stdin())
         try:
-            return super().process_lines(lines, callbacks)  # type: ignore[arg-type]
+            return self._dispatch(lines, callbacks)
         except _SDK_INPUT_ERRORS as exc:
             error = _input_error(exc, self._describe(exc))
             if self.on_abort is not None:
@@ -69,6 +70,25 @@ class DataboxReader(MsgSpecReader):
             if self.on_abort is not None:
                 self.on_abort(exc)
             raise
+
+    def _dispatch(
+        self, lines: Iterator[t.Any], callbacks: dict[str, Callable[[dict[str, t.Any]], None]]
+    ) -> t.Counter[str]:
+        """The SDK's `process_lines` loop, tightened: it runs once per input line, and
+        `deserialize_json` has already checked that a message is an object with a type."""
+        stats: dict[str, int] = defaultdict(int)
+        unknown = self._process_unknown_message
+        for line in lines:
+            self._current_message = line
+            message = self.deserialize_json(line)
+            kind = message["type"]
+            callback = callbacks.get(kind)
+            if callback is not None:
+                callback(message)
+            else:
+                unknown(message)
+            stats[kind] += 1
+        return Counter(stats)
 
     def request_stop(self) -> None:
         """Called from a signal handler: stop after the current message."""

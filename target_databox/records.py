@@ -14,8 +14,9 @@ import hashlib
 import logging
 import re
 import sys
+import typing as t
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,11 @@ _SCALARS = (str, int, bool, type(None))
 #: Array items that need no conversion or check (strings, integers, booleans, nulls).
 _PLAIN_ITEM_TYPES = frozenset(_SCALARS)
 _encoder = msgspec.json.Encoder(decimal_format="number")
+#: Distinct key sequences per nesting prefix that get a compiled shaper; beyond that
+#: (records whose keys keep changing) the generic loop does the work.
+MAX_COMPILED_SHAPES = 64
+
+NodeShaper = Callable[[dict[str, Any], Mapping[str, Any], int], int]
 
 
 def encode_json(value: Any) -> bytes:
@@ -169,11 +175,15 @@ class RowShaper:
         }
         self._namer = FieldNamer(stream, logger, max_key_length)
         self._plans: dict[str, dict[str, tuple[str, str, str | None]]] = {}
+        #: Per nesting prefix: the compiled shaper of each key sequence seen there.
+        self._compiled: dict[str, dict[tuple[str, ...], NodeShaper]] = {}
 
     def shape(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
         """The Databox row for `record` (the `position`-th of the stream, for errors)."""
         out: dict[str, Any] = {}
-        self._shape_into(out, record, "", 0, position)
+        written = self._node(out, record, "", 0, position)
+        if len(out) != written:  # two fields flattened to one column name
+            self._shape_into({}, record, "", 0, position)  # raises, naming the column
         return out
 
     def key_of(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -188,7 +198,112 @@ class RowShaper:
             return "no key properties"
         return ", ".join(f"{k}={record.get(k)!r}" for k in self.key_properties)
 
-    # The hot path: one call per record, one loop iteration per field. What a key means
+    # The hot path. Records of one stream nearly always carry the same keys in the same
+    # order, so each key sequence (per nesting prefix) gets a small function compiled for
+    # it: straight-line code, one statement per field, the field's column name and
+    # date-time kind baked in. Plain values are copied in place; anything else goes
+    # through `_put`, the same per-value rules as `_shape_into`. A node returns how many
+    # columns it wrote, so `shape` notices two fields landing on one name.
+    def _node(
+        self, out: dict[str, Any], node: Mapping[str, Any], prefix: str, depth: int, pos: int
+    ) -> int:
+        if type(node) is not dict:
+            return self._node_generic(out, node, prefix, depth, pos)
+        compiled = self._compiled.get(prefix)
+        if compiled is None:
+            compiled = self._compiled[prefix] = {}
+        keys = tuple(node)
+        shaper = compiled.get(keys)
+        if shaper is None:
+            if len(compiled) >= MAX_COMPILED_SHAPES:
+                return self._node_generic(out, node, prefix, depth, pos)
+            shaper = compiled[keys] = self._compile(keys, prefix, depth)
+        return shaper(out, node, pos)
+
+    def _node_generic(
+        self, out: dict[str, Any], node: Mapping[str, Any], prefix: str, depth: int, pos: int
+    ) -> int:
+        before = len(out)
+        self._shape_into(out, node, prefix, depth, pos)
+        return len(out) - before
+
+    def _compile(self, keys: tuple[str, ...], prefix: str, depth: int) -> NodeShaper:
+        plan = self._plans.setdefault(prefix, {})
+        fields = []
+        for raw_key in keys:
+            if raw_key not in plan:
+                plan[raw_key] = self._plan_field(raw_key, prefix, depth)
+            fields.append(plan[raw_key])
+        names = [f"v{i}" for i in range(len(fields))]
+        lines = ["def node(out, node, pos):"]
+        if fields:
+            lines.append(f"    {', '.join(names)}, = node.values()")
+        lines.append("    extra = 0")
+        for i, (key, name, kind) in enumerate(fields):
+            v = names[i]
+            put = f"put(out, {v}, K[{i}], PREFIX, {depth}, pos)"
+            if kind is None:
+                lines += [
+                    f"    t = type({v})",
+                    f"    if t in PLAIN: out[{name!r}] = {v}",
+                    f"    elif t is Decimal and {v}.is_finite(): out[{name!r}] = {v}",
+                    f"    elif t is float and {v} - {v} == 0.0: out[{name!r}] = {v}",  # finite
+                    f"    elif t is list and PLAIN.issuperset(map(type, {v})):",
+                    f"        out[{name!r}] = {v}",
+                ]
+                if depth < self.max_depth:
+                    nested, below = key + self.separator, depth + 1
+                    lines.append(
+                        f"    elif t is dict: extra += sub(out, {v}, {nested!r}, {below}, pos) - 1"
+                    )
+                lines += [
+                    f"    else: extra += {put}",
+                ]
+            else:
+                if kind == "date-time":  # the common case, without the error wrapper
+                    lines += [
+                        f"    if type({v}) is str:",
+                        f"        try: out[{name!r}] = datetime_text({v})",
+                        f"        except ValueError: norm({v}, {kind!r}, {key!r}, pos)",
+                    ]
+                else:
+                    lines += [
+                        f"    if type({v}) is str:",
+                        f"        out[{name!r}] = norm({v}, {kind!r}, {key!r}, pos)",
+                    ]
+                lines += [
+                    f"    elif {v} is None: out[{name!r}] = None",
+                    f"    else: extra += {put}",
+                ]
+        lines.append(f"    return {len(fields)} + extra")
+        namespace: dict[str, Any] = {
+            "K": keys,
+            "PREFIX": prefix,
+            "PLAIN": _PLAIN_ITEM_TYPES,
+            "Decimal": Decimal,
+            "norm": self._normalize_temporal,
+            "datetime_text": normalize_datetime_text,
+            "sub": self._node,
+            "put": self._put,
+        }
+        # The source holds only repr()'d literals of the keys and names: nothing from a
+        # record's values, so it cannot be made to run anything else.
+        code = compile("\n".join(lines), "<target_databox row shaper>", "exec")
+        exec(code, namespace)  # noqa: S102
+        return t.cast("NodeShaper", namespace["node"])
+
+    def _put(
+        self, out: dict[str, Any], value: Any, raw_key: str, prefix: str, depth: int, pos: int
+    ) -> int:
+        """One field that is not a plain value, by `_shape_into`'s rules; returns the
+        number of columns written minus one."""
+        if depth < self.max_depth and (type(value) is dict or isinstance(value, Mapping)):
+            return self._node(out, value, prefix + raw_key + self.separator, depth + 1, pos) - 1
+        before = len(out)
+        self._shape_into(out, {raw_key: value}, prefix, depth, pos)
+        return len(out) - before - 1
+
+    # The generic path: one loop iteration per field. What a key means
     # (its full path, its Databox name, its date-time kind) is worked out once per
     # (nesting prefix, key) and cached in a plan, so a record costs dict look-ups only.
     def _shape_into(

@@ -25,6 +25,13 @@ if t.TYPE_CHECKING:
     from target_databox.target import TargetDatabox
 
 
+#: Record metadata columns the SDK strips when `add_record_metadata` is off.
+_SDC_COLUMNS = frozenset({
+    "_sdc_extracted_at", "_sdc_received_at", "_sdc_batched_at", "_sdc_deleted_at",
+    "_sdc_sequence", "_sdc_table_version", "_sdc_sync_started_at",
+})
+
+
 class CompiledValidator(BaseJSONSchemaValidator):
     """JSON-schema validation compiled to Python code (fastjsonschema): same verdicts as
     the SDK's default validator with formats off, at a fraction of the cost."""
@@ -32,14 +39,14 @@ class CompiledValidator(BaseJSONSchemaValidator):
     def __init__(self, schema: dict[str, t.Any]) -> None:
         super().__init__(schema)
         try:
-            self._validate = fastjsonschema.compile(schema, use_default=False, use_formats=False)
+            self.compiled = fastjsonschema.compile(schema, use_default=False, use_formats=False)
         except fastjsonschema.JsonSchemaDefinitionException as exc:
             msg = f"Schema Validation Error: {exc}"
             raise InvalidJSONSchema(msg) from exc
 
     def validate(self, record: dict[str, t.Any]) -> None:
         try:
-            self._validate(record)
+            self.compiled(record)
         except fastjsonschema.JsonSchemaValueException as exc:
             raise InvalidRecord(exc.message, record) from exc
 
@@ -73,6 +80,14 @@ class DataboxSink(BatchSink):
         self._add_metadata = self.include_sdc_metadata_properties
         self._max_batch_rows = self.max_size
         self._uncounted_records = 0
+        self._keyed = bool(self.key_properties)
+        self._pipeline = self.runtime.pipeline
+        validator = self._validator
+        self._compiled_validate = (
+            validator.compiled if isinstance(validator, CompiledValidator) else None
+        )
+        overridden = type(self).preprocess_record is not BatchSink.preprocess_record
+        self._preprocess = self.preprocess_record if overridden else None
         self.lane = self.runtime.tracker.new_lane(stream_name)
         self.dataset = self.runtime.resolver.dataset_for(
             stream_name, list(self.key_properties) or None
@@ -105,20 +120,32 @@ class DataboxSink(BatchSink):
     # The per-record fast path (see TargetDatabox._process_record_message) ----------------
 
     def take_record(self, record: dict[str, t.Any], message: dict[str, t.Any]) -> bool:
-        """The SDK's per-record steps for one record, minus its per-call overhead.
+        """The SDK's per-record steps for one record, minus its per-call overhead:
+        metadata, validation, preprocessing, the key check, tallies, processing.
 
         Returns True when the sink is full and must be drained.
         """
         context = self._pending_batch or self._get_context(record)
         if self._add_metadata:
             self._add_sdc_metadata_to_record(record, message, context)
-        else:
+        elif not _SDC_COLUMNS.isdisjoint(record):
             self._remove_sdc_metadata_from_record(record)
-        self._validate_and_parse(record)
-        record = self.preprocess_record(record, context)
-        self._singer_validate_message(record)
-        self.tally_record_read()
-        self.process_record(record, context)
+        validate = self._compiled_validate
+        if validate is not None:
+            try:
+                validate(record)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                raise self._invalid_record(exc.message) from None
+        elif self._validator is not None:
+            self._validate_and_parse(record)
+        if self._preprocess is not None:
+            record = self._preprocess(record, context)
+        for key in self._key_properties:
+            if key not in record:
+                self._singer_validate_message(record)  # raises the SDK's error
+        self._total_records_read += 1
+        self._batch_records_read += 1
+        self._add_row(record, context)
         self._uncounted_records += 1
         return self._batch_records_read >= self._max_batch_rows
 
@@ -144,14 +171,15 @@ class DataboxSink(BatchSink):
             try:
                 self._validator.validate(record)
             except InvalidRecord as exc:
-                msg = (
-                    f"Stream '{self.stream_name}', record {self.lane.received + 1} (input "
-                    f"line {self._target.input_line}) does not match its schema: "
-                    f"{exc.error_message}; fix the tap, or set validate_records: false to "
-                    "send it anyway"
-                )
-                raise InputError(msg) from None
+                raise self._invalid_record(exc.error_message) from None
         return record
+
+    def _invalid_record(self, problem: str) -> InputError:
+        return InputError(
+            f"Stream '{self.stream_name}', record {self.lane.received + 1} (input "
+            f"line {self._target.input_line}) does not match its schema: {problem}; fix "
+            "the tap, or set validate_records: false to send it anyway"
+        )
 
     def _parse_timestamps_in_record(
         self, record: dict[str, t.Any], schema: dict[str, t.Any],
@@ -162,6 +190,11 @@ class DataboxSink(BatchSink):
     # Records ----------------------------------------------------------------------------
 
     def process_record(self, record: dict[str, t.Any], context: dict[str, t.Any]) -> None:
+        self._add_row(record, context)
+
+    def _add_row(self, record: dict[str, t.Any], context: dict[str, t.Any]) -> None:
+        """Shape and encode one record now (the dict is freed at once) and file the row
+        in the pending batch."""
         lane = self.lane
         position = lane.received + 1
         row = self.shaper.shape(record, position)
@@ -181,9 +214,9 @@ class DataboxSink(BatchSink):
             if self.shaper.key_properties:
                 context["keys"] = []
         rows.append(data)
-        if self.shaper.key_properties:
+        if self._keyed:
             key = self.shaper.key_of(row)
-            if any(part is None for part in key):
+            if None in key:
                 msg = (
                     f"Stream '{self.stream_name}', record {position}: key property value is "
                     f"null ({self.shaper.describe_key(record)}); Databox rejects rows without "
@@ -192,7 +225,8 @@ class DataboxSink(BatchSink):
                 raise InputError(msg)
             context["keys"].append(key)
         lane.received += 1
-        self.runtime.pipeline.raise_if_failed()
+        if self._pipeline.failure is not None:
+            raise self._pipeline.failure
 
     def process_batch(self, context: dict[str, t.Any]) -> None:
         self.flush_record_counter()

@@ -81,3 +81,88 @@ def test_cached_field_plans_keep_per_record_results() -> None:
         shaper.shape({"at": "2024-01-01T25:00:00Z"}, 3)
     with pytest.raises(InputError, match="column 'o__p' twice"):
         shaper.shape({"o": {"p": 1}, "o__p": 2}, 4)
+
+
+# The compiled per-key-sequence shapers against the generic loop ------------------------
+
+_values = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.decimals(allow_nan=True, allow_infinity=True, places=None),
+        st.sampled_from(["2024-01-01T10:00:00.000000Z", "2024-01-01T10:00:00Z",
+                         "2024-01-01T10:00:00+02:00", "2024-02-30T00:00:00Z", "2024-01-02"]),
+        st.datetimes(), st.dates(),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.sampled_from(["at", "day", "p", "q", "o__p"]), children, max_size=3),
+    ),
+    max_leaves=12,
+)
+_records = st.dictionaries(
+    st.sampled_from(["id", "at", "day", "o", "o__p", "o__q", "n", "\x01"]), _values, max_size=6
+)
+
+
+def _generic(shaper: RowShaper, record: dict[str, object], position: int) -> object:
+    out: dict[str, object] = {}
+    try:
+        shaper._shape_into(out, record, "", 0, position)
+    except InputError:
+        return InputError
+    return out
+
+
+def _compiled(shaper: RowShaper, record: dict[str, object], position: int) -> object:
+    try:
+        return shaper.shape(record, position)
+    except InputError:
+        return InputError
+
+
+@given(st.lists(_records, min_size=1, max_size=6), st.integers(min_value=0, max_value=3))
+def test_compiled_shapers_give_the_generic_loops_rows_and_errors(
+    records: list[dict[str, object]], max_depth: int
+) -> None:
+    """Same rows, and an error exactly when the generic loop raises one, record after
+    record through one shaper (so compiled functions are reused across records)."""
+    fast, slow = _shaper(max_depth=max_depth), _shaper(max_depth=max_depth)
+    for position, record in enumerate(records, start=1):
+        assert _compiled(fast, record, position) == _generic(slow, record, position)
+
+
+def test_duplicate_columns_from_compiled_shapers_are_named() -> None:
+    shaper = _shaper()
+    row = {"o": {"p": 1}, "x": 1}
+    assert shaper.shape(row, 1) == {"o__p": 1, "x": 1}
+    with pytest.raises(InputError, match="column 'o__p' twice"):
+        shaper.shape({"o__p": 2, "o": {"p": 1}}, 2)
+
+
+def test_key_sequences_beyond_the_compiled_limit_use_the_generic_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import target_databox.records as records
+
+    monkeypatch.setattr(records, "MAX_COMPILED_SHAPES", 2)
+    shaper = _shaper()
+    rows = [shaper.shape({f"k{i}": i, "at": "2024-01-01T10:00:00.000000Z"}, i) for i in range(5)]
+    assert rows == [{f"k{i}": i, "at": "2024-01-01T10:00:00Z"} for i in range(5)]
+    assert len(shaper._compiled[""]) == 2
+
+
+def test_senders_get_the_gil_promptly_while_running_and_the_setting_is_restored(config):
+    """The pipeline shortens the GIL switch interval only for its own lifetime."""
+    import sys
+
+    from target_databox.pipeline import SENDER_SWITCH_INTERVAL
+    from target_databox.target import TargetDatabox
+
+    before = sys.getswitchinterval()
+    target = TargetDatabox(config=config, validate_config=True)
+    try:
+        assert sys.getswitchinterval() == pytest.approx(min(before, SENDER_SWITCH_INTERVAL))
+    finally:
+        target.runtime.close()
+    assert sys.getswitchinterval() == pytest.approx(before)
