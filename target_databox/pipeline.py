@@ -12,6 +12,7 @@ settles them in the background. Three rules keep this correct:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sys
@@ -112,6 +113,7 @@ class IngestionPipeline:
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
         self._in_flight = 0  # bodies submitted and not yet settled
+        self._unsent = 0  # bodies queued and not yet through a sender
         self._unverified_bytes = 0
         self._max_unverified_bytes = max_unverified_bytes
         self._max_unverified_batches = max_unverified_batches
@@ -158,6 +160,7 @@ class IngestionPipeline:
             self._wait_for_room(len(body.data))
             with self._cond:
                 self._in_flight += 1
+                self._unsent += 1
                 self._unverified_bytes += len(body.data)
                 if body.keys:
                     batch.dataset.unverified_keys.update(body.keys)
@@ -174,10 +177,7 @@ class IngestionPipeline:
 
     def wait_all(self) -> None:
         """Block until every submitted body is settled; raise the first failure."""
-        with self.verifier.urgent(), self._cond:
-            while self._in_flight and self._failure is None:
-                self._cond.wait(timeout=0.5)
-        self.raise_if_failed()
+        self._wait(lambda: self._in_flight > 0)
 
     def close(self) -> None:
         sys.setswitchinterval(self._switch_interval)
@@ -197,43 +197,48 @@ class IngestionPipeline:
 
     def _wait_for_keys(self, dataset: DatasetHandle, keys: list[Any]) -> None:
         pending = dataset.unverified_keys.keys()
-        with self._cond:
-            if pending.isdisjoint(keys):
-                return
-        with self.verifier.urgent(), self._cond:
-            while self._failure is None and not pending.isdisjoint(keys):
-                self._cond.wait(timeout=0.5)
-        self.raise_if_failed()
+        self._wait(lambda: not pending.isdisjoint(keys))
 
     def _wait_for_room(self, size: int) -> None:
-        with self._cond:
-            if self._unverified_bytes + size <= self._max_unverified_bytes or not self._in_flight:
-                return
-        with self.verifier.urgent(), self._cond:
-            while (
-                self._failure is None
-                and self._in_flight
-                and self._unverified_bytes + size > self._max_unverified_bytes
-            ):
-                self._cond.wait(timeout=0.5)
-        self.raise_if_failed()
+        self._wait(
+            lambda: self._in_flight > 0
+            and self._unverified_bytes + size > self._max_unverified_bytes
+        )
 
     def _wait_for_batches(self) -> None:
         """Bound how far verification (and so STATE) may trail the input."""
-        with self._cond:
-            if self._unverified_batches <= self._max_unverified_batches:
-                return
-        with self.verifier.urgent(), self._cond:
-            while (
-                self._failure is None
-                and self._unverified_batches > self._max_unverified_batches
-            ):
-                self._cond.wait(timeout=0.5)
+        self._wait(lambda: self._unverified_batches > self._max_unverified_batches)
+
+    def _wait(self, blocked: Callable[[], bool]) -> None:
+        """Block while `blocked()` (checked under the lock); raise the first failure.
+
+        Verification polls go unrationed only once every queued body has been sent:
+        until then it is the senders we wait for, and polling harder would only spend
+        the request budget (at 10 requests/s, a queue of bodies takes a while).
+        """
+        with contextlib.ExitStack() as urgency:
+            urgent = False
+            while True:
+                with self._cond:
+                    while (
+                        self._failure is None and blocked() and (urgent or self._unsent)
+                    ):
+                        self._cond.wait(timeout=0.5)
+                    if self._failure is not None or not blocked():
+                        break
+                urgency.enter_context(self.verifier.urgent())
+                urgent = True
         self.raise_if_failed()
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            self._send(*item)
+            try:
+                self._send(*item)
+            finally:
+                with self._cond:
+                    self._unsent -= 1
+                    if not self._unsent:
+                        self._cond.notify_all()
 
     # Worker side ------------------------------------------------------------------------
 
