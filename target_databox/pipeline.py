@@ -353,11 +353,13 @@ class IngestionPipeline:
             stats.records_verified += body.count - outcome.rejected
             stats.rejected += outcome.rejected
             stats.finished_at = time.monotonic()
-            if body.keys:
-                batch.dataset.unverified_keys.subtract(body.keys)
-                for key in body.keys:
-                    if batch.dataset.unverified_keys[key] <= 0:
-                        del batch.dataset.unverified_keys[key]
+            counts = batch.dataset.unverified_keys
+            for key in body.keys or ():  # one pass (Counter.subtract loops in Python too)
+                left = counts[key] - 1
+                if left > 0:
+                    counts[key] = left
+                else:
+                    counts.pop(key, None)
         with batch.lock:
             batch.outstanding -= 1
             done = batch.outstanding == 0
