@@ -100,11 +100,13 @@ class IngestionVerifier:
     def track(self, pending: PendingIngestion) -> None:
         with self._cond:
             watch = self._watches.setdefault(pending.dataset_id, _DatasetWatch())
-            if not watch.pending:
+            idle = not watch.pending
+            if idle:
                 watch.next_poll = self._clock() + MIN_POLL_INTERVAL
                 watch.interval = MIN_POLL_INTERVAL
             watch.pending[pending.ingestion_id] = pending
-            self._cond.notify_all()
+            if idle:  # otherwise its poll is already scheduled: no need to wake the thread
+                self._cond.notify_all()
 
     def urgent(self) -> _Urgency:
         """Context manager: while held, poll without rationing (someone waits on us)."""

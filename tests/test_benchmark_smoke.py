@@ -25,4 +25,6 @@ def test_benchmark_smoke_mode_runs_every_case(tmp_path: Path) -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith(("baseline", "target"))]
     assert len(rows) == 4, done.stdout
     assert "emulator at 10 req/s" in rows[-1]
+    rounds = [line for line in done.stdout.splitlines() if line.lstrip().startswith(("1.", "2."))]
+    assert len(rounds) == 2, done.stdout  # two rounds of baseline + targets, each listed
     assert any(tmp_path.glob("streams/*.jsonl")), "streams were not written to --workdir"
