@@ -28,3 +28,12 @@ def test_benchmark_smoke_mode_runs_every_case(tmp_path: Path) -> None:
     rounds = [line for line in done.stdout.splitlines() if line.lstrip().startswith(("1.", "2."))]
     assert len(rounds) == 2, done.stdout  # two rounds of baseline + targets, each listed
     assert any(tmp_path.glob("streams/*.jsonl")), "streams were not written to --workdir"
+
+
+def test_hot_path_harness_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "hot_path.py"), "--records", "300", "--repeat", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "main-thread CPU per record" in done.stdout
