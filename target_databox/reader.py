@@ -32,6 +32,11 @@ _SDK_INPUT_ERRORS = (
 )
 
 
+#: How a Singer message line starts (bytes or text input): such a line is not blank, and
+#: checking that costs no copy of the line.
+_MESSAGE_START = (b"{", "{")
+
+
 class _StopReading(Exception):
     """Raised from a signal handler to break out of a blocking read."""
 
@@ -107,7 +112,7 @@ class DataboxReader(MsgSpecReader):
             finally:
                 self._blocked_in_read = False
             self.line_number += 1
-            if line.strip():
+            if line[:1] in _MESSAGE_START or line.strip():  # skip blank lines, cheaply
                 yield line
 
     def _describe(self, exc: Exception) -> str:

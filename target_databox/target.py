@@ -31,6 +31,8 @@ if t.TYPE_CHECKING:
 #: The fast record path checks the SDK's max-record-age drain every this many records.
 AGE_CHECK_EVERY = 256
 
+_UNROUTED: t.Any = object()
+
 #: Errors that are the user's to fix: reported as one line, no traceback.
 USER_ERRORS = (
     TargetDataboxError,
@@ -73,6 +75,8 @@ class TargetDatabox(Target):
         #: Table versions seen on RECORD messages, per stream (see start_table_version).
         self._record_versions: dict[str, set[int]] = {}
         self._records_since_age_check = 0
+        #: Raw stream name → the sink its records go to directly, or None (the SDK's path).
+        self._fast_routes: dict[str, DataboxSink | None] = {}
         if isinstance(self.message_reader, DataboxReader):
             self.message_reader.on_abort = self.runtime.abort
         self.runtime.preflight(create=not check_only)
@@ -100,19 +104,18 @@ class TargetDatabox(Target):
         (metadata, validation, key check, tallies, processing) without the SDK's per-call
         overhead; everything else (aliases, filters, transforms, fan-out) takes the SDK path.
         """
+        stream = message_dict.get("stream")
         version = message_dict.get("version")
         if version is not None:
-            self._record_versions.setdefault(message_dict.get("stream", ""), set()).add(version)
+            self._record_versions.setdefault(stream or "", set()).add(version)
         record = message_dict.get("record")
-        maps = self.mapper.stream_maps.get(message_dict.get("stream"))  # type: ignore[arg-type]
-        if (
-            type(record) is dict
-            and maps is not None
-            and len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-        ):
-            sink = self._sinks_active.get(maps[0].stream_alias)
-            if isinstance(sink, DataboxSink):
+        if type(record) is dict and type(stream) is str:
+            sink = self._fast_routes.get(stream, _UNROUTED)
+            if sink is _UNROUTED or (
+                sink is not None and self._sinks_active.get(sink.stream_name) is not sink
+            ):
+                sink = self._fast_routes[stream] = self._fast_route(stream)
+            if sink is not None:
                 if sink.take_record(record, message_dict):
                     self.logger.info(
                         "Target sink for '%s' is full. Current size is '%s'. Draining...",
@@ -125,6 +128,20 @@ class TargetDatabox(Target):
                     self._handle_max_record_age()
                 return
         super()._process_record_message(message_dict)
+
+    def _fast_route(self, stream: str) -> DataboxSink | None:
+        """The sink a stream's records go to directly: one plain stream map, our sink."""
+        maps = self.mapper.stream_maps.get(stream)
+        if maps is None or len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
+            return None
+        sink = self._sinks_active.get(maps[0].stream_alias)
+        return sink if isinstance(sink, DataboxSink) else None
+
+    # Routes change when a SCHEMA (re)defines a stream; a rebuilt sink is noticed per record.
+    def _process_schema_message(self, message_dict: dict[str, t.Any]) -> None:
+        self._fast_routes.clear()
+        super()._process_schema_message(message_dict)
+        self._fast_routes.clear()
 
     def start_table_version(self, sink: DataboxSink, version: int) -> None:
         """ACTIVATE_VERSION: a full-table sync of `version` replaces the dataset's rows.

@@ -166,3 +166,25 @@ def test_senders_get_the_gil_promptly_while_running_and_the_setting_is_restored(
     finally:
         target.runtime.close()
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_a_new_schema_reroutes_the_fast_path_to_its_new_sink(emulator, config):
+    """Records after a new SCHEMA are validated and shaped by the new sink, not a cached
+    route to the old one (the old schema caps v at 5; the new one does not)."""
+    from tests.support import record, run_target, schema, state
+
+    capped = {"id": {"type": "integer"}, "v": {"type": "integer", "maximum": 5}}
+    uncapped = {"id": {"type": "integer"}, "v": {"type": "integer"}}
+    messages = [
+        schema("s", capped, ["id"]), record("s", id=1, v=1),
+        schema("s", uncapped, ["id"]), record("s", id=2, v=10), state({"done": True}),
+    ]
+    run = run_target(config, messages)
+    assert run.returncode == 0, run.stderr
+    assert run.states == [{"done": True}]
+    dataset = emulator.find_dataset("s")
+    assert sorted((r["id"], r["v"]) for r in emulator.rows(dataset["id"])) == [(1, 1), (2, 10)]
+    # ...and the old schema's cap held while it was the active one.
+    failed = run_target(config, [schema("s", capped, ["id"]), record("s", id=3, v=10)])
+    assert failed.returncode == 1
+    assert "does not match its schema" in failed.stderr

@@ -70,6 +70,20 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120
     server: EmulatorHTTPServer
 
+    #: (second, its HTTP date): formatting the Date header is a measurable share of a
+    #: request's CPU at hundreds of requests per second, and it changes once a second.
+    _date_cache: tuple[int, str] = (-1, "")
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        second, text = _Handler._date_cache
+        if second != now:
+            text = super().date_time_string(now)
+            _Handler._date_cache = (now, text)
+        return text
+
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -87,3 +87,27 @@ def test_keyword_construction_and_context_manager() -> None:
             emu.url + "/v1/auth/validate-key", headers={"x-api-key": "k"}, timeout=5
         )
         assert response.ok
+
+
+def test_date_header_is_the_current_http_date(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Date header is cached per second; it must still follow the clock."""
+    import email.utils
+
+    from target_databox.emulator import server
+
+    def date_now() -> str:
+        answer = requests.get(emu.url + "/v1/auth/validate-key",
+                              headers={"x-api-key": API_KEY}, timeout=5)
+        return answer.headers["Date"]
+
+    clock = [1_800_000_000.2]
+    monkeypatch.setattr(server.time, "time", lambda: clock[0])
+    first = date_now()
+    assert email.utils.parsedate_to_datetime(first).timestamp() == 1_800_000_000
+    clock[0] += 0.5
+    assert date_now() == first
+    clock[0] += 1.0
+    later = date_now()
+    assert email.utils.parsedate_to_datetime(later).timestamp() == 1_800_000_001
