@@ -78,3 +78,14 @@ def test_the_time_allowance_does_not_add_to_a_busy_runs_share(clock, verifier):
     clock.now += 5 * SECONDS_PER_FREE_POLL  # 5 polls' worth of time
     verifier.polls = POLL_ALLOWANCE + 10
     assert not verifier._budget_ok()
+
+
+def test_a_spent_ration_is_rechecked_calmly_not_every_few_milliseconds(clock, verifier):
+    from target_databox.verify import MIN_POLL_INTERVAL, RATIONED_RECHECK_SECONDS, PendingIngestion
+
+    verifier.polls = 10_000  # ration spent
+    verifier.track(PendingIngestion("ds", "t", "i1", 1, clock.now, lambda p, o: None))
+    assert verifier._sleep_time() == pytest.approx(MIN_POLL_INTERVAL)  # until it is due
+    clock.now += 1.0  # due now, but not allowed to poll
+    assert verifier._next_due() is None
+    assert verifier._sleep_time() == RATIONED_RECHECK_SECONDS
