@@ -190,6 +190,10 @@ def test_kill_9_then_resume_from_the_last_state(emulator, config, point, keyed):
     if point == "after_states":
         # The 40th of 60 ingestions is answered late, so the run cannot end before the kill.
         emulator.faults.add("delay", path="/data$", skip=39, seconds=30)
+        # Each batch waits for its verification, so STATE lines come out one by one before
+        # that: with batches in flight, polls are rationed while bodies are still being
+        # sent, and a slow machine could see one coalesced STATE, then none for 30 s.
+        run_config["max_unverified_batches"] = 0
     if point == "before_verification":
         emulator.config.processing_polls = 1_000_000  # nothing finishes before the kill
     live = LiveTarget(run_config, emulator, stream)
