@@ -145,7 +145,7 @@ class DataboxSink(BatchSink):
                 self._singer_validate_message(record)  # raises the SDK's error
         self._total_records_read += 1
         self._batch_records_read += 1
-        self._add_row(record, context)
+        self.process_record(record, context)
         self._uncounted_records += 1
         return self._batch_records_read >= self._max_batch_rows
 
@@ -190,9 +190,6 @@ class DataboxSink(BatchSink):
     # Records ----------------------------------------------------------------------------
 
     def process_record(self, record: dict[str, t.Any], context: dict[str, t.Any]) -> None:
-        self._add_row(record, context)
-
-    def _add_row(self, record: dict[str, t.Any], context: dict[str, t.Any]) -> None:
         """Shape and encode one record now (the dict is freed at once) and file the row
         in the pending batch."""
         lane = self.lane
@@ -211,7 +208,7 @@ class DataboxSink(BatchSink):
         if rows is None:
             rows = context["rows"] = []
             context["start"] = lane.received
-            if self.shaper.key_properties:
+            if self._keyed:
                 context["keys"] = []
         rows.append(data)
         if self._keyed:

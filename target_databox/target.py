@@ -31,6 +31,7 @@ if t.TYPE_CHECKING:
 #: The fast record path checks the SDK's max-record-age drain every this many records.
 AGE_CHECK_EVERY = 256
 
+#: A stream not looked up yet in the fast-route cache (None there means "the SDK's path").
 _UNROUTED: t.Any = object()
 
 #: Errors that are the user's to fix: reported as one line, no traceback.
