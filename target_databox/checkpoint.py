@@ -24,6 +24,8 @@ class Lane:
 
     name: str
     received: int = 0
+    #: False for a lane that only holds STATE back (a table-version spool): not a stream.
+    listed: bool = True
     settled: int = 0
     _done: dict[int, int] = field(default_factory=dict)  # start -> end, settled out of order
 
@@ -50,15 +52,16 @@ class StateTracker:
         self.released = 0
         self.last_released: dict[str, Any] | None = None
 
-    def new_lane(self, name: str) -> Lane:
-        lane = Lane(name)
+    def new_lane(self, name: str, *, listed: bool = True) -> Lane:
+        lane = Lane(name, listed=listed)
         with self._lock:
             self._lanes.append(lane)
         return lane
 
     def lanes(self) -> list[Lane]:
+        """The streams' lanes (for progress and summaries)."""
         with self._lock:
-            return list(self._lanes)
+            return [lane for lane in self._lanes if lane.listed]
 
     def add_state(self, value: dict[str, Any]) -> None:
         with self._lock:

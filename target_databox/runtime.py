@@ -90,9 +90,22 @@ class Runtime:
         self.resolver.preflight(create=create)
 
     def before_ingestion(self, dataset: DatasetHandle) -> None:
-        """load_method overwrite: empty the dataset once, before the run's first rows."""
-        if self.settings.load_method == "overwrite" and not dataset.purged:
-            self.resolver.ensure_purged_once(dataset, "load_method is overwrite")
+        """load_method overwrite: empty the dataset once, before the run's first rows.
+        Otherwise, a keyless dataset that held rows before this run may get duplicates:
+        said once."""
+        if self.settings.load_method == "overwrite":
+            if not dataset.purged:
+                self.resolver.ensure_purged_once(dataset, "load_method is overwrite")
+        elif not (dataset.keyed or dataset.created or dataset.purged or dataset.warned_keyless):
+            dataset.warned_keyless = True
+            self.logger.warning(
+                "Stream '%s' has no key properties and dataset %s existed before this run: "
+                "Databox appends every row sent, so rows this run sends again (a full-table "
+                "re-run without table versions, or an incremental bookmark compared with "
+                ">=, which re-reads the last row) are duplicated; set load_method: overwrite "
+                "to replace the dataset on each run, or give the stream key properties",
+                dataset.title, dataset.id,
+            )
 
     def _on_rejected(
         self, batch: Batch, body: RequestBody, ingestion_id: str, outcome: Outcome

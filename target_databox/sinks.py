@@ -253,7 +253,8 @@ class DataboxSink(BatchSink):
     # ACTIVATE_VERSION and BATCH --------------------------------------------------------
 
     def activate_version(self, new_version: int) -> None:
-        self._target.start_table_version(self, new_version)
+        """Not called: the target handles ACTIVATE_VERSION per input stream
+        (TargetDatabox._process_activate_version_message, table_versions.py)."""
 
     def process_batch_files(
         self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]

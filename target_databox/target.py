@@ -24,9 +24,12 @@ from target_databox.reader import DataboxReader
 from target_databox.runtime import Runtime
 from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
 from target_databox.sinks import DataboxSink
+from target_databox.table_versions import Activation, Spool, TableVersions
 
 if t.TYPE_CHECKING:
     from types import FrameType
+
+    from target_databox.destinations import DatasetHandle
 
 #: The fast record path checks the SDK's max-record-age drain every this many records.
 AGE_CHECK_EVERY = 256
@@ -73,8 +76,10 @@ class TargetDatabox(Target):
             user_agent=f"{self.name}/{self.plugin_version}",
         )
         self._terminating: int | None = None
-        #: Table versions seen on RECORD messages, per stream (see start_table_version).
-        self._record_versions: dict[str, set[int]] = {}
+        #: Table versions per input stream: which records wait, when a dataset is purged.
+        self.versions = TableVersions(self.runtime.tracker, self.logger)
+        self._versions_on = bool(self.config.get("process_activate_version_messages", True))
+        self._live_versions = self.versions.live
         self._records_since_age_check = 0
         #: Raw stream name → the sink its records go to directly, or None (the SDK's path).
         self._fast_routes: dict[str, DataboxSink | None] = {}
@@ -107,8 +112,13 @@ class TargetDatabox(Target):
         """
         stream = message_dict.get("stream")
         version = message_dict.get("version")
-        if version is not None:
-            self._record_versions.setdefault(stream or "", set()).add(version)
+        if (
+            version is not None
+            and self._live_versions.get(stream) != version  # type: ignore[arg-type]
+            and self._versions_on
+            and self._hold(stream, version, message_dict)
+        ):
+            return
         record = message_dict.get("record")
         if type(record) is dict and type(stream) is str:
             sink = self._fast_routes.get(stream, _UNROUTED)
@@ -144,41 +154,117 @@ class TargetDatabox(Target):
         super()._process_schema_message(message_dict)
         self._fast_routes.clear()
 
-    def start_table_version(self, sink: DataboxSink, version: int) -> None:
-        """ACTIVATE_VERSION: a full-table sync of `version` replaces the dataset's rows.
+    # Table versions (see table_versions.py) -------------------------------------------
 
-        Databox cannot delete rows one by one, so when a new version starts the dataset
-        is purged before the version's first record lands: everything queued so far is
-        flushed and verified first, then the purge. Repeating the active version does
-        nothing. A version announced only after its records (some taps do that at the
-        end of a sync) cannot purge without losing those records: it is logged instead.
-        """
-        dataset = sink.dataset
-        if dataset.table_version == version:
+    def _process_activate_version_message(self, message_dict: dict[str, t.Any]) -> None:
+        """ACTIVATE_VERSION, per input stream: purge its datasets once when the version
+        replaces their rows, then send the records that waited for it."""
+        self._assert_line_requires(message_dict, requires={"stream", "version"})
+        stream, version = message_dict["stream"], message_dict["version"]
+        if not self._versions_on:
+            self.logger.debug("Ignoring ACTIVATE_VERSION %s for '%s' (turned off)", version, stream)
             return
-        raw_streams = [
-            name for name, maps in self.mapper.stream_maps.items()
-            if any(m.stream_alias == sink.stream_name for m in maps)
-        ] or [sink.stream_name]
-        if any(version in self._record_versions.get(name, ()) for name in raw_streams):
+        self._apply(stream, self.versions.activate(stream, version, lambda: self._fresh(stream)))
+
+    def _hold(self, stream: t.Any, version: t.Any, message: dict[str, t.Any]) -> bool:
+        """A record of another version than its stream's active one: spooled (True) or
+        sent now. Records the SDK will refuse (no stream, no SCHEMA) are never held."""
+        if type(stream) is not str or stream not in self.mapper.stream_maps:
+            return False
+        return self.versions.hold(stream, version, message, lambda: self._fresh(stream))
+
+    def _apply(self, stream: str, activation: Activation) -> None:
+        if activation.purge:
+            self.drain_all()
+            self.runtime.pipeline.wait_all()
+            for dataset in self._datasets_of(stream):
+                self.runtime.resolver.purge(
+                    dataset,
+                    f"table version {activation.version} of stream '{stream}' replaces the "
+                    "rows of earlier versions (ACTIVATE_VERSION)",
+                )
+        spool = activation.spool
+        if spool is None:
+            return
+        dropped = 0
+        for message in spool:
+            if message.get("version", activation.version) < activation.version:
+                dropped += 1
+                continue
+            self._process_record_message(message)
+        self._settle_spool(spool)
+        if dropped:
             self.logger.warning(
-                "Stream '%s': ACTIVATE_VERSION %s arrived after records of that version; "
-                "rows of older versions cannot be removed without removing them too, so "
-                "dataset %s keeps them",
-                sink.stream_name, version, dataset.id,
+                "Stream '%s': %d held records of table versions older than %s were not "
+                "sent: version %s replaces them", stream, dropped, activation.version,
+                activation.version,
             )
-            dataset.table_version = version
-            return
+
+    def _settle_spool(self, spool: Spool) -> None:
+        """The spooled records are in the sinks now: once they are verified, STATE behind
+        the spool may go."""
         self.drain_all()
         self.runtime.pipeline.wait_all()
-        self.runtime.resolver.purge(dataset, f"table version {version} starts a full sync")
-        dataset.table_version = version
+        self.runtime.tracker.settle(spool.lane, spool.lane.settled, spool.lane.received)
+        self.logger.info(
+            "Stream '%s': %d held records (%d bytes spooled) sent and verified",
+            spool.stream, spool.count, spool.bytes,
+        )
+        spool.close()
+
+    def _flush_unactivated(self) -> None:
+        """End of input: records whose version was never activated are sent as they are
+        (the tap never said they replace anything)."""
+        for stream in self.versions.pending():
+            spool = self.versions.take_unactivated(stream)
+            if spool is None:
+                continue
+            if self._terminating is not None:
+                self.logger.warning(
+                    "Stream '%s': %d held records of table version %s were not sent (stopped "
+                    "by a signal); no STATE past them was emitted, so the next run re-reads "
+                    "them", stream, spool.count, ", ".join(str(v) for v in sorted(spool.versions)),
+                )
+                spool.close()
+                continue
+            self.logger.warning(
+                "Stream '%s': %d records of table version %s arrived but no "
+                "ACTIVATE_VERSION for it did; sending them without removing older rows",
+                stream, spool.count, ", ".join(str(v) for v in sorted(spool.versions)),
+            )
+            for message in spool:
+                self._live_versions[stream] = message["version"]
+                self._process_record_message(message)
+            self._settle_spool(spool)
+
+    def _sinks_of(self, stream: str) -> list[DataboxSink]:
+        maps = self.mapper.stream_maps.get(stream) or []
+        sinks = [self._sinks_active.get(m.stream_alias) for m in maps]
+        return [s for s in sinks if isinstance(s, DataboxSink)]
+
+    def _datasets_of(self, stream: str) -> list[DatasetHandle]:
+        unique: dict[int, DatasetHandle] = {}
+        for sink in self._sinks_of(stream):
+            unique[id(sink.dataset)] = sink.dataset
+        return list(unique.values())
+
+    def _fresh(self, stream: str) -> bool:
+        """Every dataset of the stream was created in this run and has received nothing."""
+        sinks = self._sinks_of(stream)
+        return bool(sinks) and all(
+            s.dataset.created and not s.dataset.purged and s.lane.received == 0 for s in sinks
+        )
 
     # STATE: released by the checkpoint tracker, never by the SDK's drain ----------------
 
     def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
         self._assert_line_requires(message_dict, requires={"value"})
         state = message_dict["value"]
+        if self._versions_on:
+            for stream in self.versions.observe_state(state):
+                activation = self.versions.continue_spooled(stream)
+                if activation is not None:
+                    self._apply(stream, activation)
         if self._latest_state == state:
             return
         self._latest_state = state
@@ -199,6 +285,7 @@ class TargetDatabox(Target):
     def process_endofpipe(self) -> None:
         succeeded = False
         try:
+            self._flush_unactivated()
             super().process_endofpipe()
             self.runtime.pipeline.wait_all()
             succeeded = True
