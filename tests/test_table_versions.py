@@ -10,9 +10,12 @@ The real tap runs in tests/test_corpus.py; these pin each rule with exact inputs
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
-from tests.support import record, run_target, schema, state
+from tests.support import record, run_target, schema, state, to_lines
+from tests.test_crash_resume import LiveTarget, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -227,3 +230,21 @@ def test_keyless_replaced_or_overwritten_datasets_do_not_warn(emulator, config):
     for run in (first, replaced, overwritten):
         assert KEYLESS_WARNING not in run.stderr
     assert rows(emulator) == [(4, "x")]
+
+
+def test_signal_while_rows_are_held_sends_none_of_them_and_no_state_past_them(
+    emulator, config
+):
+    ok(config, full_table(100, [1, 2], first_run=True))
+    messages = full_table(200, [5, 6, 7], first_run=False)
+    held = messages[: messages.index(activate(200))]  # the version's rows, not its activation
+    live = LiveTarget(config, emulator, S)
+    live.feed(to_lines(held), close=False)
+    wait_for(live.waiting_for_input, "the target to read everything and wait for more")
+    live.proc.send_signal(signal.SIGTERM)
+    assert live.finish() == 128 + signal.SIGTERM
+    assert "3 held records of table version 200 were not sent" in live.stderr
+    # The STATE before the held rows only; the dataset still holds the old version.
+    assert [value for value, _ in live.states] == [messages[1]["value"]]
+    assert rows(emulator) == [(1, "v100"), (2, "v100")]
+    assert purges(emulator) == []
