@@ -149,6 +149,24 @@ class DataboxSink(BatchSink):
         self._uncounted_records += 1
         return self._batch_records_read >= self._max_batch_rows
 
+    def check_record(self, record: dict[str, t.Any]) -> None:
+        """Validation and the key check alone, for a record that waits in a table-version
+        spool: a bad record fails the run before its version purges the dataset."""
+        if not self._add_metadata and not _SDC_COLUMNS.isdisjoint(record):
+            record = dict(record)
+            self._remove_sdc_metadata_from_record(record)
+        validate = self._compiled_validate
+        if validate is not None:
+            try:
+                validate(record)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                raise self._invalid_record(exc.message) from None
+        elif self._validator is not None:
+            self._validate_and_parse(record)
+        for key in self._key_properties:
+            if key not in record:
+                self._singer_validate_message(record)  # raises the SDK's error
+
     def flush_record_counter(self) -> None:
         """The SDK's record_count metric, updated in bulk rather than per record."""
         if self._uncounted_records:

@@ -55,19 +55,21 @@ class Spool:
         self.versions: set[int] = set()
         self._file = tempfile.TemporaryFile(prefix="target-databox-spool-")  # noqa: SIM115
 
-    def add(self, message: dict[str, t.Any], version: int) -> None:
-        data = encode_json(message) + b"\n"
+    def add(self, message: dict[str, t.Any], version: int, line: int) -> None:
+        data = encode_json([line, message]) + b"\n"
         self._file.write(data)
         self.count += 1
         self.bytes += len(data)
         self.versions.add(version)
         self.lane.received += 1
 
-    def __iter__(self) -> Iterator[dict[str, t.Any]]:
+    def __iter__(self) -> Iterator[tuple[int, dict[str, t.Any]]]:
+        """(input line, message) in input order, read back one line at a time."""
         self._file.flush()
         self._file.seek(0)
-        for line in self._file:
-            yield decoder.decode(line)
+        for data in self._file:
+            line, message = decoder.decode(data)
+            yield line, message
 
     def close(self) -> None:
         self._file.close()
@@ -138,7 +140,7 @@ class TableVersions:
 
     def hold(
         self, stream: str, version: int, message: dict[str, t.Any],
-        fresh: Callable[[], bool],
+        fresh: Callable[[], bool], line: int = 0,
     ) -> bool:
         """A record whose version is not the stream's active one: True when it was
         spooled (its version may replace the dataset's rows), False to send it now."""
@@ -158,7 +160,7 @@ class TableVersions:
                 "ACTIVATE_VERSION; holding them in a local spool file until the version "
                 "is activated (it then replaces the dataset's rows)", stream, version,
             )
-        versions.spool.add(message, version)
+        versions.spool.add(message, version, line)
         return True
 
     def activate(self, stream: str, version: int, fresh: Callable[[], bool]) -> Activation:

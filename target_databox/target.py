@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -171,7 +172,13 @@ class TargetDatabox(Target):
         sent now. Records the SDK will refuse (no stream, no SCHEMA) are never held."""
         if type(stream) is not str or stream not in self.mapper.stream_maps:
             return False
-        return self.versions.hold(stream, version, message, lambda: self._fresh(stream))
+        sink = self._fast_route(stream)
+        record = message.get("record")
+        if sink is not None and type(record) is dict:
+            sink.check_record(record)
+        return self.versions.hold(
+            stream, version, message, lambda: self._fresh(stream), self.input_line
+        )
 
     def _apply(self, stream: str, activation: Activation) -> None:
         if activation.purge:
@@ -187,11 +194,12 @@ class TargetDatabox(Target):
         if spool is None:
             return
         dropped = 0
-        for message in spool:
-            if message.get("version", activation.version) < activation.version:
-                dropped += 1
-                continue
-            self._process_record_message(message)
+        with self._replaying():
+            for line, message in spool:
+                if message.get("version", activation.version) < activation.version:
+                    dropped += 1
+                    continue
+                self._replay(line, message)
         self._settle_spool(spool)
         if dropped:
             self.logger.warning(
@@ -199,6 +207,24 @@ class TargetDatabox(Target):
                 "sent: version %s replaces them", stream, dropped, activation.version,
                 activation.version,
             )
+
+    @contextlib.contextmanager
+    def _replaying(self) -> t.Iterator[None]:
+        """Spooled records name their own input line in errors; the reader's count is
+        restored afterwards."""
+        reader = self.message_reader
+        current = reader.line_number if isinstance(reader, DataboxReader) else 0
+        try:
+            yield
+        finally:
+            if isinstance(reader, DataboxReader):
+                reader.line_number = current
+
+    def _replay(self, line: int, message: dict[str, t.Any]) -> None:
+        reader = self.message_reader
+        if isinstance(reader, DataboxReader):
+            reader.line_number = line
+        self._process_record_message(message)
 
     def _settle_spool(self, spool: Spool) -> None:
         """The spooled records are in the sinks now: once they are verified, STATE behind
@@ -232,9 +258,10 @@ class TargetDatabox(Target):
                 "ACTIVATE_VERSION for it did; sending them without removing older rows",
                 stream, spool.count, ", ".join(str(v) for v in sorted(spool.versions)),
             )
-            for message in spool:
-                self._live_versions[stream] = message["version"]
-                self._process_record_message(message)
+            with self._replaying():
+                for line, message in spool:
+                    self._live_versions[stream] = message["version"]
+                    self._replay(line, message)
             self._settle_spool(spool)
 
     def _sinks_of(self, stream: str) -> list[DataboxSink]:

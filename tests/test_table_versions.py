@@ -248,3 +248,16 @@ def test_signal_while_rows_are_held_sends_none_of_them_and_no_state_past_them(
     assert [value for value, _ in live.states] == [messages[1]["value"]]
     assert rows(emulator) == [(1, "v100"), (2, "v100")]
     assert purges(emulator) == []
+
+
+def test_a_held_record_that_breaks_its_schema_fails_the_run_before_any_purge(emulator, config):
+    ok(config, full_table(100, [1], first_run=True))
+    messages = full_table(200, [5, 6, 7], first_run=False)
+    bad = next(n for n, m in enumerate(messages) if m.get("record", {}).get("id") == 6)
+    messages[bad] = {**messages[bad], "record": {**messages[bad]["record"], "name": 6}}
+    run = run_target(config, messages)
+    assert run.returncode != 0
+    assert f"(input line {bad + 1})" in run.error_lines[-1]
+    # Checked when it was spooled: the run fails before the new version purges anything.
+    assert rows(emulator) == [(1, "v100")]
+    assert purges(emulator) == []
