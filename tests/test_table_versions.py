@@ -261,3 +261,27 @@ def test_a_held_record_that_breaks_its_schema_fails_the_run_before_any_purge(emu
     # Checked when it was spooled: the run fails before the new version purges anything.
     assert rows(emulator) == [(1, "v100")]
     assert purges(emulator) == []
+
+
+def test_log_based_initial_sync_continues_its_version(emulator, config):
+    """pipelinewise writes the lsn into the bookmark before a log-based stream's initial
+    full-table sync: the version continues (documented: no purge of older rows)."""
+    ok(config, full_table(100, [1], first_run=True))
+    mark = {"last_replication_method": "LOG_BASED", "lsn": 555, "version": 900}
+    messages = [schema(S, ITEM, ["id"]), bookmark(**mark), activate(900),
+                rec(900, 2, "v900"), activate(900)]
+    ok(config, messages)
+    assert rows(emulator) == [(1, "v100"), (2, "v900")]
+    assert purges(emulator) == []
+
+
+def test_versions_follow_a_stream_map_alias(emulator, config):
+    settings = {**config, "stream_maps": {S: {"__alias__": "items"}}}
+    ok(settings, full_table(100, [1, 2], first_run=True))
+    ok(settings, full_table(200, [2, 3], first_run=False))
+    dataset = emulator.find_dataset("items")
+    assert dataset is not None
+    assert sorted((r["id"], r["name"]) for r in emulator.rows(dataset["id"])) == [
+        (2, "v200"), (3, "v200")]
+    assert emulator.find_dataset(S) is None
+    assert len(purges(emulator)) == 1
