@@ -340,11 +340,18 @@ def pipelinewise_corpus(pg, emulator, tmp_path, tables, *, validate: bool) -> No
     assert "purged" not in first.stderr  # every dataset was created by this run
 
     change_source(pg, tables)
+    before = len(emulator.request_log)
     second = tap.run(first.states[-1])
     assert_states_pass_through(second)
+    purged = [r.path.split("/")[-2] for r in emulator.request_log[before:]
+              if r.path.endswith("/purge")]
     for table, (method, key) in tables.items():
         title = f"public-{table}"
+        dataset_id = emulator.find_dataset(title)["id"]  # type: ignore[index]
+        assert purged.count(dataset_id) == (method == "FULL_TABLE"), title
         if method == "FULL_TABLE":  # a new version: exactly its rows (row 1 was deleted)
+            # announced after its rows, which waited in the spool
+            assert f"Stream '{title}': records of table version" in second.stderr
             assert_rows(emulator, title, "pipelinewise", {2: True, 3: False, 4: False})
             assert bookmarks[title]["version"] < second.states[-1]["bookmarks"][title]["version"]
         else:  # the same version, continued: every earlier row is still there
