@@ -20,7 +20,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabiliti
 from singer_sdk.mapper import PluginMapper, SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_databox.errors import TargetDataboxError
+from target_databox.errors import InputError, TargetDataboxError
 from target_databox.reader import DataboxReader
 from target_databox.runtime import Runtime
 from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
@@ -81,6 +81,8 @@ class TargetDatabox(Target):
         self.versions = TableVersions(self.runtime.tracker, self.logger)
         self._versions_on = bool(self.config.get("process_activate_version_messages", True))
         self._live_versions = self.versions.live
+        #: Streams whose ignored ACTIVATE_VERSION was logged (once per stream).
+        self._versions_ignored: set[str] = set()
         self._records_since_age_check = 0
         #: Raw stream name → the sink its records go to directly, or None (the SDK's path).
         self._fast_routes: dict[str, DataboxSink | None] = {}
@@ -162,8 +164,19 @@ class TargetDatabox(Target):
         replaces their rows, then send the records that waited for it."""
         self._assert_line_requires(message_dict, requires={"stream", "version"})
         stream, version = message_dict["stream"], message_dict["version"]
+        if stream not in self.mapper.stream_maps:
+            msg = (
+                f"Input line {self.input_line}: ACTIVATE_VERSION of stream '{stream}' "
+                "arrived before the stream's SCHEMA; the tap must send the SCHEMA first"
+            )
+            raise InputError(msg)
         if not self._versions_on:
-            self.logger.debug("Ignoring ACTIVATE_VERSION %s for '%s' (turned off)", version, stream)
+            if stream not in self._versions_ignored:
+                self._versions_ignored.add(stream)
+                self.logger.warning(
+                    "Stream '%s': ACTIVATE_VERSION messages are ignored "
+                    "(process_activate_version_messages is false)", stream,
+                )
             return
         self._apply(stream, self.versions.activate(stream, version, lambda: self._fresh(stream)))
 
