@@ -155,14 +155,7 @@ class DataboxSink(BatchSink):
         if not self._add_metadata and not _SDC_COLUMNS.isdisjoint(record):
             record = dict(record)
             self._remove_sdc_metadata_from_record(record)
-        validate = self._compiled_validate
-        if validate is not None:
-            try:
-                validate(record)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                raise self._invalid_record(exc.message) from None
-        elif self._validator is not None:
-            self._validate_and_parse(record)
+        self._validate_and_parse(record)
         for key in self._key_properties:
             if key not in record:
                 self._singer_validate_message(record)  # raises the SDK's error
