@@ -48,6 +48,8 @@ class TargetDatabox(Target):
     """Loads Singer streams into Databox datasets through the Ingestion API v1."""
 
     name = "target-databox"
+    #: The distribution (pyproject.toml), whose metadata gives --about its version.
+    package_name = "target-databox-ingestion"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = DataboxSink
     message_reader_class = DataboxReader
