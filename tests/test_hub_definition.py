@@ -166,3 +166,36 @@ def test_hub_readme_snippets_fit_the_hub_files() -> None:
     assert variants == {"loaders": {data["name"]: data["variant"]}}
     for marker in ("maintainers", "default_variants"):
         assert yamllint_problems(snippet(marker)) == [], marker
+
+
+def test_settings_added_later_still_pass_the_hub_checks() -> None:
+    """The generator keeps the Hub format for settings other branches add (a nested object,
+    a secret, a number, an enum): the lead only reruns scripts/plugin_definitions.py."""
+    spec = importlib.util.spec_from_file_location(
+        "plugin_definitions", ROOT / "scripts" / "plugin_definitions.py")
+    assert spec is not None
+    assert spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    info = json.loads(subprocess.run(
+        [generator.EXECUTABLE, "--about", "--format=json"],
+        capture_output=True, text=True, check=True, timeout=60).stdout)
+    info["settings"]["properties"].update({
+        "zz_store": {"type": ["object", "null"], "description": "A nested object.", "properties": {
+            "path": {"type": ["string", "null"], "description": "Where."},
+            "mode": {"type": ["string", "null"], "enum": ["a", "b"], "default": "a"}}},
+        "aa_wait_seconds": {"type": ["number", "null"], "default": 2.5, "description": "Wait."},
+        "token": {"type": ["string", "null"], "secret": True, "description": "Another secret."},
+    })
+    hub, loader = generator.definitions(info)
+    data = yaml.safe_load(generator.hub_text(hub))
+    assert schema_errors(data) == []
+    assert yamllint_problems(generator.hub_text(hub)) == []
+    by_name = {s["name"]: s for s in data["settings"]}
+    assert by_name["zz_store.mode"]["options"] == [{"label": "A", "value": "a"},
+                                                   {"label": "B", "value": "b"}]
+    assert by_name["token"]["sensitive"] is True
+    assert by_name["aa_wait_seconds"]["kind"] == "integer"
+    assert "zz_store" not in by_name
+    assert [s["name"] for s in data["settings"]] == sorted(by_name)
+    assert {s["name"] for s in loader["settings"]} == set(by_name)
