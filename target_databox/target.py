@@ -67,7 +67,7 @@ class TargetDatabox(Target):
         self.settings = Settings.from_config(self.config)
         self.runtime = Runtime(
             self.settings,
-            str(self.config["api_key"]),
+            self.settings.api_key.reveal(),
             write_state=self._emit_state,
             logger=self.logger,
             user_agent=f"{self.name}/{self.plugin_version}",
