@@ -50,6 +50,8 @@ class DataboxReader(MsgSpecReader):
         self.stop_requested = False
         self._blocked_in_read = False
         self._warned_types: set[str] = set()
+        #: Called once before the first line is read (the run's start).
+        self.on_start: Callable[[], None] | None = None
         #: Called when reading stops on an exception, before it propagates.
         self.on_abort: Callable[[BaseException], None] | None = None
 
@@ -63,6 +65,8 @@ class DataboxReader(MsgSpecReader):
         file_input: t.IO[t.Any] | None,
         callbacks: dict[str, Callable[[dict[str, t.Any]], None]],
     ) -> t.Counter[str]:
+        if self.on_start is not None:
+            self.on_start()
         lines = self._lines(file_input if file_input is not None else self._stdin())
         try:
             return self._dispatch(lines, callbacks)

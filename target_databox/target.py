@@ -61,7 +61,8 @@ class TargetDatabox(Target):
         TargetCapabilities.VALIDATE_RECORDS,
     ]
 
-    def __init__(self, *, check_only: bool = False, **kwargs: t.Any) -> None:
+    def __init__(self, **kwargs: t.Any) -> None:
+        """Wiring only: no request, no thread (the run starts in `start`)."""
         super().__init__(**kwargs)
         self._config = RedactedConfig(self._config)
         self.settings = Settings.from_config(self.config)
@@ -79,10 +80,13 @@ class TargetDatabox(Target):
         #: Raw stream name → the sink its records go to directly, or None (the SDK's path).
         self._fast_routes: dict[str, DataboxSink | None] = {}
         if isinstance(self.message_reader, DataboxReader):
+            self.message_reader.on_start = self.start
             self.message_reader.on_abort = self.runtime.abort
-        self.runtime.preflight(create=not check_only)
-        if not check_only:
-            self.runtime.reporter.start()
+
+    def start(self) -> None:
+        """Begin the run (pre-flight, progress reporting); the reader calls it before the
+        first message. Idempotent."""
+        self.runtime.start()
 
     # Flattening is ours (arrays of scalars must stay arrays): keep it out of the mapper.
     def setup_mapper(self) -> None:
@@ -239,6 +243,9 @@ class TargetDatabox(Target):
 
     @classmethod
     def invoke(cls, *args: t.Any, check: bool = False, **kwargs: t.Any) -> None:  # type: ignore[override]
+        # The pipeline lowers the process's GIL switch interval while it sends; whatever
+        # way the run ends (success, error, signal, abort), the process gets it back.
+        switch_interval = sys.getswitchinterval()
         try:
             if check:
                 cls._check(kwargs.get("config"))
@@ -247,6 +254,8 @@ class TargetDatabox(Target):
         except USER_ERRORS as exc:
             cls.logger.error("%s", _one_line(exc))  # one line, by design
             sys.exit(1)
+        finally:
+            sys.setswitchinterval(switch_interval)
 
     @classmethod
     def _check(cls, config: t.Any) -> None:
@@ -255,8 +264,8 @@ class TargetDatabox(Target):
             config=dict(getattr(config, "config", None) or {}),
             parse_env_config=bool(getattr(config, "parse_env", False)),
             validate_config=True,
-            check_only=True,
         )
+        target.runtime.preflight(create=False)
         resolver = target.runtime.resolver
         account = resolver.account or {}
         print(f"API key: valid (api_url {target.settings.api_url})")
