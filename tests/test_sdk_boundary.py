@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import shutil
 import subprocess
 import sys
@@ -157,3 +158,30 @@ def test_the_sdk_record_path_fails_in_one_line(emulator, config, bad, needle):
     assert len(run.error_lines) == 1, run.stderr[-3000:]
     assert needle in run.error_lines[0]
     assert run.states == []
+
+
+@pytest.mark.timeout(60)
+def test_records_older_than_the_max_age_are_drained(emulator, config):
+    """The fast path's own max-record-age check (the SDK's is private): once the oldest
+    undrained record is older than MAX_RECORD_AGE_SECONDS, all sinks drain mid-input."""
+    import io
+    import time
+
+    from target_databox.target import AGE_CHECK_EVERY, MAX_RECORD_AGE_SECONDS, TargetDatabox
+
+    target = TargetDatabox(config={**config, "batch_size_rows": 100_000})
+    drains: list[int] = []
+    drain_all = target.drain_all
+
+    def counting_drain_all(**kwargs):
+        drains.append(target.input_line)
+        drain_all(**kwargs)
+
+    target.drain_all = counting_drain_all  # type: ignore[method-assign]
+    target._age_since = time.monotonic() - MAX_RECORD_AGE_SECONDS - 1
+    lines = [schema("items", {"id": {"type": "integer"}}, ["id"])]
+    lines += [record("items", id=i) for i in range(AGE_CHECK_EVERY * 2)]
+    target.listen(io.StringIO("".join(json.dumps(m) + "\n" for m in lines)))
+    assert drains[0] == AGE_CHECK_EVERY + 1  # mid-input, at the first check
+    assert len(drains) == 2  # then only the end of input (the clock was reset)
+    assert len(rows_of(emulator, "items")) == AGE_CHECK_EVERY * 2
