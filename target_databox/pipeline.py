@@ -102,14 +102,12 @@ class IngestionPipeline:
         self._queue: queue.Queue[tuple[Batch, RequestBody] | None] = queue.Queue(
             max(MAX_QUEUED_BODIES, workers * 2)
         )
-        self._workers = [
-            threading.Thread(target=self._work, name=f"databox-send-{n}", daemon=True)
-            for n in range(workers)
-        ]
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_interval, SENDER_SWITCH_INTERVAL))
-        for worker in self._workers:
-            worker.start()
+        self._worker_count = workers
+        #: The sender threads, started by `start` (at the first submit), not here.
+        self._workers: list[threading.Thread] = []
+        #: The process's GIL switch interval while ours is in force (see start).
+        self._saved_switch_interval: float | None = None
+        self._closed = False
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
         self._in_flight = 0  # bodies submitted and not yet settled
@@ -142,9 +140,31 @@ class IngestionPipeline:
 
     # Main-thread API --------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the senders and lower the GIL switch interval (see SENDER_SWITCH_INTERVAL)
+        until `close` or `abort`, which restore it. Idempotent; `submit` calls it."""
+        if self._workers or self._closed:
+            return
+        self._saved_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._saved_switch_interval, SENDER_SWITCH_INTERVAL))
+        self._workers = [
+            threading.Thread(target=self._work, name=f"databox-send-{n}", daemon=True)
+            for n in range(self._worker_count)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def restore_switch_interval(self) -> None:
+        """Give the process its GIL switch interval back (idempotent)."""
+        saved, self._saved_switch_interval = self._saved_switch_interval, None
+        if saved is not None:
+            sys.setswitchinterval(saved)
+
     def submit(self, batch: Batch, bodies: Sequence[RequestBody]) -> None:
         """Queue a batch's bodies; returns once they are handed to the pool."""
         self.raise_if_failed()
+        if not self._workers:
+            self.start()
         stats = self.stats_for(batch.stream)
         stats.dataset_id, stats.dataset_title = batch.dataset.id, batch.dataset.title
         with batch.lock:
@@ -180,13 +200,15 @@ class IngestionPipeline:
         self._wait(lambda: self._in_flight > 0)
 
     def close(self) -> None:
-        sys.setswitchinterval(self._switch_interval)
+        self._closed = True
+        self.restore_switch_interval()
         self.verifier.stop()
         for _ in self._workers:
             self._queue.put(None)
 
     def abort(self, exc: BaseException) -> None:
         """Fail closed without waiting: queued bodies are dropped, nothing more is released."""
+        self.restore_switch_interval()
         self.fail(exc)
         self.verifier.stop()
         while True:

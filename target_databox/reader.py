@@ -1,4 +1,10 @@
-"""Reads Singer messages: fast (msgspec), with line numbers, and stoppable by a signal."""
+"""Reads Singer messages: fast (msgspec), with line numbers, and stoppable by a signal.
+
+The SDK hands the reader one callback per message type (`process_lines`, the reader's
+public interface); the target may put its own handlers in front of them (`route`), which
+is how it takes RECORD, SCHEMA, STATE and ACTIVATE_VERSION without overriding the SDK's
+private `_process_*_message` methods.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import logging
 import sys
 import typing as t
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
@@ -32,6 +38,9 @@ _SDK_INPUT_ERRORS = (
 )
 
 
+#: One message handler, as the SDK passes them to `process_lines`.
+Handler = Callable[[dict[str, t.Any]], None]
+
 #: How a Singer message line starts (bytes or text input): such a line is not blank, and
 #: checking that costs no copy of the line.
 _MESSAGE_START = (b"{", "{")
@@ -50,6 +59,11 @@ class DataboxReader(MsgSpecReader):
         self.stop_requested = False
         self._blocked_in_read = False
         self._warned_types: set[str] = set()
+        self._line: t.Any = None  # the line being handled, for error messages
+        #: Called once before the first line is read (the run's start).
+        self.on_start: Callable[[], None] | None = None
+        #: Given the SDK's handlers per message type, returns the ones to use.
+        self.route: Callable[[Mapping[str, Handler]], dict[str, Handler]] | None = None
         #: Called when reading stops on an exception, before it propagates.
         self.on_abort: Callable[[BaseException], None] | None = None
 
@@ -63,6 +77,10 @@ class DataboxReader(MsgSpecReader):
         file_input: t.IO[t.Any] | None,
         callbacks: dict[str, Callable[[dict[str, t.Any]], None]],
     ) -> t.Counter[str]:
+        if self.on_start is not None:
+            self.on_start()
+        if self.route is not None:
+            callbacks = self.route(callbacks)
         lines = self._lines(file_input if file_input is not None else self._stdin())
         try:
             return self._dispatch(lines, callbacks)
@@ -82,9 +100,9 @@ class DataboxReader(MsgSpecReader):
         """The SDK's `process_lines` loop, tightened: it runs once per input line, and
         `deserialize_json` has already checked that a message is an object with a type."""
         stats: dict[str, int] = defaultdict(int)
-        unknown = self._process_unknown_message
+        unknown = self._ignore_unknown_message
         for line in lines:
-            self._current_message = line
+            self._line = line
             message = self.deserialize_json(line)
             kind = message["type"]
             callback = callbacks.get(kind)
@@ -120,7 +138,7 @@ class DataboxReader(MsgSpecReader):
         where = f"Input line {self.line_number}"
         message: t.Any = None
         with contextlib.suppress(msgspec.DecodeError):
-            message = decoder.decode(getattr(self, "_current_message", b"") or b"")
+            message = decoder.decode(self._line or b"")
         if isinstance(message, dict) and message.get("stream"):
             where += f" ({message.get('type')} of stream '{message.get('stream')}')"
         text = " ".join(str(exc).split())
@@ -169,7 +187,7 @@ class DataboxReader(MsgSpecReader):
             raise InputError(msg)
         return t.cast("dict[str, t.Any]", message)
 
-    def _process_unknown_message(self, message_dict: dict[str, t.Any]) -> None:
+    def _ignore_unknown_message(self, message_dict: dict[str, t.Any]) -> None:
         kind = str(message_dict.get("type"))
         if kind not in self._warned_types:
             self._warned_types.add(kind)

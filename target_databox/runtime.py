@@ -1,7 +1,9 @@
 """Everything one run shares: the client, the pacer, destinations, checkpoints, pipeline.
 
-Built once by the Target before any input is read, so a bad key or an unknown account
-fails the run before a single message is consumed.
+Built by the Target's constructor, which makes no request and starts no thread; `start`
+(called when input processing begins, before the first message is read) runs the
+pre-flight, so a bad key or an unknown account still fails the run before a single
+message is consumed. Sender and verifier threads start at their first use.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.logger = logger
+        self._started = False
         self.pacer = RequestPacer(
             settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger
         )
@@ -89,6 +92,15 @@ class Runtime:
     def preflight(self, *, create: bool = True) -> None:
         self.resolver.preflight(create=create)
 
+    def start(self) -> None:
+        """Begin the run: pre-flight (key, account, data source), progress reporting.
+        Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self.preflight(create=True)
+        self.reporter.start()
+
     def before_ingestion(self, dataset: DatasetHandle) -> None:
         """load_method overwrite: empty the dataset once, before the run's first rows.
         Otherwise, a keyless dataset that held rows before this run may get duplicates:
@@ -116,12 +128,16 @@ class Runtime:
     def abort(self, exc: BaseException) -> None:
         """Reading failed. What was already sent is still verified (so every STATE it
         covers is released, giving the best point to resume from); nothing more is sent."""
-        if self.pipeline.failure is None:
-            try:
-                self.pipeline.wait_all()
-            except Exception:  # the original error is the one to report
-                self.logger.debug("Verification of in-flight requests failed", exc_info=True)
-        self.pipeline.abort(exc)
+        try:
+            if self.pipeline.failure is None:
+                try:
+                    self.pipeline.wait_all()
+                except Exception:  # the original error is the one to report
+                    self.logger.debug(
+                        "Verification of in-flight requests failed", exc_info=True)
+        finally:  # a second Ctrl-C while waiting still fails closed
+            self.pipeline.abort(exc)
+            self.reporter.stop()
         self.reporter.log_summary(succeeded=False)
         if self.rejects is not None:
             self.rejects.close()

@@ -6,11 +6,14 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import typing as t
+from collections.abc import Mapping
 
 import click
-from singer_sdk import Target
 from singer_sdk.exceptions import (
     InvalidJSONSchema,
     MissingKeyPropertiesError,
@@ -18,12 +21,15 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabilities
 from singer_sdk.mapper import PluginMapper, SameRecordTransform
+from singer_sdk.singerlib import SingerMessageType
 from singer_sdk.singerlib.exceptions import InvalidInputLine
+from typing_extensions import override
 
 from target_databox.errors import InputError, TargetDataboxError
-from target_databox.reader import DataboxReader
+from target_databox.reader import DataboxReader, Handler
 from target_databox.runtime import Runtime
-from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
+from target_databox.sdk_boundary import BoundaryTarget
+from target_databox.settings import CONFIG_SCHEMA, Settings
 from target_databox.sinks import DataboxSink
 from target_databox.table_versions import Activation, Spool, TableVersions
 
@@ -32,11 +38,10 @@ if t.TYPE_CHECKING:
 
     from target_databox.destinations import DatasetHandle
 
-#: The fast record path checks the SDK's max-record-age drain every this many records.
+#: The fast record path checks the age of the oldest undrained record every this many
+#: records; past MAX_RECORD_AGE_SECONDS it drains all sinks (as the SDK's path does).
 AGE_CHECK_EVERY = 256
-
-#: A stream not looked up yet in the fast-route cache (None there means "the SDK's path").
-_UNROUTED: t.Any = object()
+MAX_RECORD_AGE_SECONDS = 300.0
 
 #: Errors that are the user's to fix: reported as one line, no traceback.
 USER_ERRORS = (
@@ -48,10 +53,12 @@ USER_ERRORS = (
 )
 
 
-class TargetDatabox(Target):
+class TargetDatabox(BoundaryTarget):
     """Loads Singer streams into Databox datasets through the Ingestion API v1."""
 
     name = "target-databox"
+    #: The distribution (pyproject.toml), whose metadata gives --about its version.
+    package_name = "target-databox-ingestion"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = DataboxSink
     message_reader_class = DataboxReader
@@ -65,13 +72,13 @@ class TargetDatabox(Target):
         TargetCapabilities.VALIDATE_RECORDS,
     ]
 
-    def __init__(self, *, check_only: bool = False, **kwargs: t.Any) -> None:
+    def __init__(self, **kwargs: t.Any) -> None:
+        """Wiring only: no request, no thread (the run starts in `start`)."""
         super().__init__(**kwargs)
-        self._config = RedactedConfig(self._config)
         self.settings = Settings.from_config(self.config)
         self.runtime = Runtime(
             self.settings,
-            str(self.config["api_key"]),
+            self.settings.api_key.reveal(),
             write_state=self._emit_state,
             logger=self.logger,
             user_agent=f"{self.name}/{self.plugin_version}",
@@ -84,19 +91,48 @@ class TargetDatabox(Target):
         #: Streams whose ignored ACTIVATE_VERSION was logged (once per stream).
         self._versions_ignored: set[str] = set()
         self._records_since_age_check = 0
+        self._age_since = time.monotonic()
         #: Raw stream name → the sink its records go to directly, or None (the SDK's path).
         self._fast_routes: dict[str, DataboxSink | None] = {}
+        #: The SDK's own RECORD and SCHEMA handlers (see route_messages).
+        self._sdk_handlers: Mapping[str, Handler] = {}
+        #: The last STATE value read (an unchanged STATE is not tracked twice).
+        self._last_state: t.Any = None
         if isinstance(self.message_reader, DataboxReader):
+            self.message_reader.on_start = self.start
+            self.message_reader.route = self.route_messages
             self.message_reader.on_abort = self.runtime.abort
-        self.runtime.preflight(create=not check_only)
-        if not check_only:
-            self.runtime.reporter.start()
+        if threading.current_thread() is threading.main_thread():
+            # Replaces the SDK's handlers (which drain and exit 0): see handle_signal.
+            for name in ("SIGINT", "SIGTERM"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), self.handle_signal)
+
+    def start(self) -> None:
+        """Begin the run (pre-flight, progress reporting); the reader calls it before the
+        first message. Idempotent."""
+        self.runtime.start()
 
     # Flattening is ours (arrays of scalars must stay arrays): keep it out of the mapper.
+    @override
     def setup_mapper(self) -> None:
         config = dict(self.config)
         config["flattening_enabled"] = False
-        self._mapper = PluginMapper(plugin_config=config, logger=self.logger)
+        self.mapper = PluginMapper(plugin_config=config, logger=self.logger)
+
+    def route_messages(self, sdk: Mapping[str, Handler]) -> dict[str, Handler]:
+        """The handlers the reader calls: the SDK's, with ours in front for RECORD (the
+        fast path, table versions), SCHEMA (keeps the route cache right), STATE (released
+        by the checkpoint tracker, never by the SDK's drain) and ACTIVATE_VERSION (per
+        input stream, see table_versions.py)."""
+        self._sdk_handlers = sdk
+        return {
+            **sdk,
+            SingerMessageType.RECORD: self.handle_record_message,
+            SingerMessageType.SCHEMA: self.handle_schema_message,
+            SingerMessageType.STATE: self.handle_state_message,
+            SingerMessageType.ACTIVATE_VERSION: self.handle_activate_version_message,
+        }
 
     @property
     def input_line(self) -> int:
@@ -105,7 +141,7 @@ class TargetDatabox(Target):
 
     # Records and table versions -----------------------------------------------------
 
-    def _process_record_message(self, message_dict: dict[str, t.Any]) -> None:
+    def handle_record_message(self, message_dict: dict[str, t.Any]) -> None:
         """The SDK's record handling, with a fast path for the common case.
 
         When a stream has exactly one plain (identity) stream map and its sink is ours,
@@ -124,10 +160,9 @@ class TargetDatabox(Target):
             return
         record = message_dict.get("record")
         if type(record) is dict and type(stream) is str:
-            sink = self._fast_routes.get(stream, _UNROUTED)
-            if sink is _UNROUTED or (
-                sink is not None and self._sinks_active.get(sink.stream_name) is not sink
-            ):
+            try:
+                sink = self._fast_routes[stream]
+            except KeyError:
                 sink = self._fast_routes[stream] = self._fast_route(stream)
             if sink is not None:
                 if sink.take_record(record, message_dict):
@@ -139,30 +174,47 @@ class TargetDatabox(Target):
                 self._records_since_age_check += 1
                 if self._records_since_age_check >= AGE_CHECK_EVERY:
                     self._records_since_age_check = 0
-                    self._handle_max_record_age()
+                    self._drain_if_old()
                 return
-        super()._process_record_message(message_dict)
+        self._sdk_handlers[SingerMessageType.RECORD](message_dict)
 
     def _fast_route(self, stream: str) -> DataboxSink | None:
-        """The sink a stream's records go to directly: one plain stream map, our sink."""
+        """The sink a stream's records go to directly: one plain stream map, our sink
+        (taking the fast path), no record metadata columns."""
         maps = self.mapper.stream_maps.get(stream)
         if maps is None or len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
             return None
-        sink = self._sinks_active.get(maps[0].stream_alias)
-        return sink if isinstance(sink, DataboxSink) else None
+        alias = maps[0].stream_alias
+        if not self.sink_exists(alias):
+            return None
+        sink = self.get_sink(alias)
+        if not isinstance(sink, DataboxSink) or not sink.takes_fast_path:
+            return None
+        return sink
 
-    # Routes change when a SCHEMA (re)defines a stream; a rebuilt sink is noticed per record.
-    def _process_schema_message(self, message_dict: dict[str, t.Any]) -> None:
+    def _drain_if_old(self) -> None:
+        """Records read longer ago than MAX_RECORD_AGE_SECONDS are drained (all sinks)."""
+        now = time.monotonic()
+        if now - self._age_since > MAX_RECORD_AGE_SECONDS:
+            self.logger.info(
+                "One or more records have exceeded the max age of %d minutes. "
+                "Draining all sinks.", MAX_RECORD_AGE_SECONDS // 60,
+            )
+            self.drain_all()
+            self._age_since = now
+
+    # Routes change only when a SCHEMA (re)defines a stream (a new sink replaces the old).
+    def handle_schema_message(self, message_dict: dict[str, t.Any]) -> None:
         self._fast_routes.clear()
-        super()._process_schema_message(message_dict)
+        self._sdk_handlers[SingerMessageType.SCHEMA](message_dict)
         self._fast_routes.clear()
 
     # Table versions (see table_versions.py) -------------------------------------------
 
-    def _process_activate_version_message(self, message_dict: dict[str, t.Any]) -> None:
+    def handle_activate_version_message(self, message_dict: dict[str, t.Any]) -> None:
         """ACTIVATE_VERSION, per input stream: purge its datasets once when the version
         replaces their rows, then send the records that waited for it."""
-        self._assert_line_requires(message_dict, requires={"stream", "version"})
+        self.message_reader.assert_line_requires(message_dict, requires={"stream", "version"})
         stream, version = message_dict["stream"], message_dict["version"]
         if stream not in self.mapper.stream_maps:
             msg = (
@@ -234,10 +286,12 @@ class TargetDatabox(Target):
                 reader.line_number = current
 
     def _replay(self, line: int, message: dict[str, t.Any]) -> None:
+        """A spooled record takes the record path any record takes (its version is the
+        active one now, so it is not held again)."""
         reader = self.message_reader
         if isinstance(reader, DataboxReader):
             reader.line_number = line
-        self._process_record_message(message)
+        self.handle_record_message(message)
 
     def _settle_spool(self, spool: Spool) -> None:
         """The spooled records are in the sinks now: once they are verified, STATE behind
@@ -279,7 +333,7 @@ class TargetDatabox(Target):
 
     def _sinks_of(self, stream: str) -> list[DataboxSink]:
         maps = self.mapper.stream_maps.get(stream) or []
-        sinks = [self._sinks_active.get(m.stream_alias) for m in maps]
+        sinks = [self.get_sink(m.stream_alias) for m in maps if self.sink_exists(m.stream_alias)]
         return [s for s in sinks if isinstance(s, DataboxSink)]
 
     def _datasets_of(self, stream: str) -> list[DatasetHandle]:
@@ -297,22 +351,20 @@ class TargetDatabox(Target):
 
     # STATE: released by the checkpoint tracker, never by the SDK's drain ----------------
 
-    def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
-        self._assert_line_requires(message_dict, requires={"value"})
+    def handle_state_message(self, message_dict: dict[str, t.Any]) -> None:
+        """Never reaches the SDK (so its drains emit no STATE): the tracker releases it."""
+        self.message_reader.assert_line_requires(message_dict, requires={"value"})
         state = message_dict["value"]
         if self._versions_on:
             for stream in self.versions.observe_state(state):
                 activation = self.versions.continue_spooled(stream)
                 if activation is not None:
                     self._apply(stream, activation)
-        if self._latest_state == state:
+        if self._last_state == state:
             return
-        self._latest_state = state
+        self._last_state = state
         self.runtime.pipeline.raise_if_failed()
         self.runtime.tracker.add_state(state)
-
-    def _write_state_message(self, state: dict[str, t.Any]) -> None:
-        """The SDK calls this after every drain_all; the tracker decides instead."""
 
     def _emit_state(self, state: dict[str, t.Any]) -> None:
         line = json.dumps(state, separators=(", ", ": "))
@@ -322,6 +374,7 @@ class TargetDatabox(Target):
 
     # End of input and signals -----------------------------------------------------------
 
+    @override
     def process_endofpipe(self) -> None:
         succeeded = False
         try:
@@ -339,7 +392,7 @@ class TargetDatabox(Target):
             )
             sys.exit(128 + self._terminating)
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         """Runs between two bytecodes of the main thread, possibly inside a log write:
         so it takes no locks (no logging calls, no buffered writes) — see _notice."""
         if self._terminating is not None:
@@ -365,7 +418,11 @@ class TargetDatabox(Target):
     # CLI ----------------------------------------------------------------------------------
 
     @classmethod
+    @override
     def invoke(cls, *args: t.Any, check: bool = False, **kwargs: t.Any) -> None:  # type: ignore[override]
+        # The pipeline lowers the process's GIL switch interval while it sends; whatever
+        # way the run ends (success, error, signal, abort), the process gets it back.
+        switch_interval = sys.getswitchinterval()
         try:
             if check:
                 cls._check(kwargs.get("config"))
@@ -374,6 +431,8 @@ class TargetDatabox(Target):
         except USER_ERRORS as exc:
             cls.logger.error("%s", _one_line(exc))  # one line, by design
             sys.exit(1)
+        finally:
+            sys.setswitchinterval(switch_interval)
 
     @classmethod
     def _check(cls, config: t.Any) -> None:
@@ -382,8 +441,8 @@ class TargetDatabox(Target):
             config=dict(getattr(config, "config", None) or {}),
             parse_env_config=bool(getattr(config, "parse_env", False)),
             validate_config=True,
-            check_only=True,
         )
+        target.runtime.preflight(create=False)
         resolver = target.runtime.resolver
         account = resolver.account or {}
         print(f"API key: valid (api_url {target.settings.api_url})")
@@ -403,6 +462,7 @@ class TargetDatabox(Target):
         target.runtime.close()
 
     @classmethod
+    @override
     def get_singer_command(cls) -> click.Command:
         command = super().get_singer_command()
         command.params.append(
