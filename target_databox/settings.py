@@ -8,6 +8,7 @@ from typing import Any
 
 from singer_sdk import typing as th
 
+from target_databox.budget_store import redact
 from target_databox.client import DEFAULT_API_URL
 
 CONFIG_SCHEMA = th.PropertiesList(
@@ -33,6 +34,12 @@ CONFIG_SCHEMA = th.PropertiesList(
                 description="Client-side limit on all requests to Databox, per second."),
     th.Property("max_requests_per_hour", th.IntegerType(minimum=1), default=10_000,
                 description="Client-side limit on all requests to Databox, per hour."),
+    th.Property("rate_limit_store", th.StringType, default="memory",
+                description="Where the API key's request budget is counted: memory (this "
+                            "run alone), sqlite:///ABSOLUTE/PATH (runs on one machine) or "
+                            "redis://HOST:PORT/DB, rediss:// for TLS (runs on several "
+                            "machines; pip install 'target-databox[redis]'). Runs sharing "
+                            "a key and a store share max_requests_per_second/_per_hour."),
     th.Property("verify_ingestions", th.BooleanType, default=True,
                 description="Wait for each ingestion's outcome before releasing STATE."),
     th.Property("ingestion_timeout_seconds", th.NumberType(exclusive_minimum=0), default=600,
@@ -83,6 +90,8 @@ class RedactedConfig(dict[str, Any]):
 
     def __repr__(self) -> str:
         shown = {k: ("***" if k in SECRET_SETTINGS else v) for k, v in self.items()}
+        if isinstance(shown.get("rate_limit_store"), str):  # a Redis URL may hold a password
+            shown["rate_limit_store"] = redact(shown["rate_limit_store"])
         return repr(shown)
 
     __str__ = __repr__
@@ -101,6 +110,7 @@ class Settings:
     max_request_bytes: int
     max_requests_per_second: float
     max_requests_per_hour: int
+    rate_limit_store: str
     verify_ingestions: bool
     ingestion_timeout_seconds: float
     max_retry_seconds: float
@@ -132,6 +142,7 @@ class Settings:
             max_request_bytes=int(get("max_request_bytes", 1_000_000)),
             max_requests_per_second=float(get("max_requests_per_second", 10)),
             max_requests_per_hour=int(get("max_requests_per_hour", 10_000)),
+            rate_limit_store=str(get("rate_limit_store", "memory")),
             verify_ingestions=bool(get("verify_ingestions", True)),
             ingestion_timeout_seconds=float(get("ingestion_timeout_seconds", 600)),
             max_retry_seconds=float(get("max_retry_seconds", 300)),
