@@ -7,6 +7,7 @@ pace (AIMD) after 429s the budget did not foresee. End to end: test_many_pipelin
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -174,7 +175,8 @@ def test_a_store_lost_mid_run_leaves_the_run_pacing_alone(
     with caplog.at_level(logging.WARNING):
         times = take_turns([run], fake, 35)
     assert run.granted == 40
-    assert run.store_lost and run.shared_store is None
+    assert run.store_lost
+    assert run.shared_store is None
     warnings = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert f"127.0.0.1:{redis.port}/0" in warnings[0]
@@ -196,7 +198,8 @@ def test_an_unreachable_store_at_start_is_one_line_naming_it_without_the_passwor
             parse_store(url), rates, KEY))
     text = str(caught.value)
     assert f"redis://:***@127.0.0.1:{port}/2" in text
-    assert "s3cret-pw" not in text and "\n" not in text
+    assert "s3cret-pw" not in text
+    assert "\n" not in text
 
     missing = f"sqlite://{tmp_path / 'no-such-dir' / 'budget.sqlite'}"
     with pytest.raises(ConfigurationError, match="no-such-dir"):
@@ -221,7 +224,8 @@ def test_store_urls_are_shown_without_passwords() -> None:
     assert redact("redis://h/0?password=pw") == "redis://h/0?***"
     assert redact("sqlite:///var/x.sqlite") == "sqlite:///var/x.sqlite"
     shown = repr(RedactedConfig({"api_key": KEY, "rate_limit_store": "redis://:pw@h/0"}))
-    assert "pw@" not in shown and KEY not in shown
+    assert "pw@" not in shown
+    assert KEY not in shown
 
 
 # Other clients on the key: AIMD --------------------------------------------------------------
@@ -242,7 +246,7 @@ def test_429s_despite_room_lower_the_pace_then_it_climbs_back(
         assert run.pace.decreases == 1
         times = take_turns([run], fake, 10)
         # Spaced at the lowered pace (after the 1 s Retry-After), not at the full 10/s.
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 1 / 10 * 1.5
         fake.sleep(2.0)
         run.rate_limited(None)  # a second 429 later: lower again, logged only at debug
