@@ -17,7 +17,9 @@ import hashlib
 import os
 import sqlite3
 import time
+import typing as t
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -116,7 +118,16 @@ def _sqlite_path(url: str) -> str:
 
 
 class SharedBucket:
-    """A pyrate-limiter bucket in a shared store, with the clock its timestamps follow."""
+    """A pyrate-limiter bucket in a shared store, with the clock its timestamps follow and
+    the lock that orders the runs' check-and-insert steps.
+
+    Why the lock: a run reads the clock, then the store counts the window up to that time.
+    Two runs racing for a freed slot could reach the store in the opposite order of their
+    clock readings, and the later one would not see the earlier one's entry (it lies in its
+    future): 11 requests in a second. Holding the lock from reading the clock to inserting
+    keeps the entries in the order of their times. The SQLite bucket's own file lock does
+    this; for Redis, redis-py's lock (it expires should a run die holding it).
+    """
 
     def __init__(
         self,
@@ -126,9 +137,11 @@ class SharedBucket:
         on_leak: Callable[[], Any] | None = None,
         *,
         url: str = "",
+        lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         self.bucket = bucket
         self.shown = shown
+        self.lock = lock
         self._url = url
         self.now_ms = now_ms
         self._on_leak = on_leak
@@ -175,7 +188,9 @@ def _open_sqlite(spec: StoreSpec, rates: list[Rate], table: str) -> SharedBucket
     # processes (pyrate-limiter's multi-process mode; it also turns on WAL).
     bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=path, use_file_lock=True)
     bucket.count()  # fails here, not mid-run, on a file that is not a database
-    return SharedBucket(bucket, spec.shown, lambda: time.time_ns() // 1_000_000, url=spec.url)
+    file_lock = bucket.lock  # a FileLock, re-entrant: put() takes it again inside
+    return SharedBucket(bucket, spec.shown, lambda: time.time_ns() // 1_000_000, url=spec.url,
+                        lock=lambda: t.cast("AbstractContextManager[Any]", file_lock))
 
 
 def _open_redis(spec: StoreSpec, rates: list[Rate], key: str) -> SharedBucket:
@@ -207,6 +222,8 @@ def _open_redis(spec: StoreSpec, rates: list[Rate], key: str) -> SharedBucket:
         bucket, spec.shown, now_ms,
         on_leak=lambda: client.pexpire(key, REDIS_EXPIRY_MS),
         url=spec.url,
+        lock=lambda: client.lock(f"{key}:lock", timeout=REDIS_TIMEOUT, sleep=0.001,
+                                 blocking_timeout=REDIS_TIMEOUT),
     )
 
 

@@ -4,9 +4,13 @@ The budget (this process's, or one shared through a store) only knows the reques
 went through it. When Databox still answers 429, someone else is spending the same key: a
 script, another tool, a run not sharing the store. Going back to full speed after every
 `Retry-After` would run into the same wall again and again, so the pace is cut by half
-(multiplicative decrease, at most once per `DECREASE_EVERY` seconds, because the requests in
-flight come back limited together), then raised by a small step each second (additive
-increase) until it is back at the key's limit, where the lowered pace is dropped.
+(multiplicative decrease), then raised by a small step each second (additive increase) until
+it is back at the key's limit, where the lowered pace is dropped.
+
+429s less than `SAME_SIGNAL` seconds apart are one signal (the requests in flight come back
+limited together). One signal alone (a stray 429: network jitter at a window's edge) only
+pauses for its `Retry-After`; the pace is lowered from the second signal within
+`CONFIRM_SECONDS`, and at every signal while it is lowered.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from collections.abc import Callable
 
 #: The pace after a 429 is this share of the rate observed before it.
 DECREASE_FACTOR = 0.5
-#: 429s arriving together are one signal: at most one decrease this often (seconds).
-DECREASE_EVERY = 1.0
+#: 429s arriving together are one signal (seconds).
+SAME_SIGNAL = 1.0
+#: A second signal within this many seconds confirms that someone else uses the key.
+CONFIRM_SECONDS = 30.0
 #: Each second without a decrease raises the pace by this share of the key's limit.
 INCREASE_SHARE = 0.05
 #: The pace never falls below this share of the key's limit.
@@ -37,7 +43,7 @@ class AdaptivePace:
         self._logger = logger
         self._rate: float | None = None  # None: not lowered, the budget alone decides
         self._updated = 0.0
-        self._last_decrease = float("-inf")
+        self._last_signal = float("-inf")
         self._next_slot = float("-inf")
         self._logged = False
         self.decreases = 0
@@ -49,13 +55,18 @@ class AdaptivePace:
 
     def rate_limited(self, now: float, observed: Callable[[], float]) -> None:
         """Databox answered 429 although the budget let the request through."""
-        if now - self._last_decrease < DECREASE_EVERY:
+        if now - self._last_signal < SAME_SIGNAL:
+            return
+        confirmed = self._rate is not None or now - self._last_signal <= CONFIRM_SECONDS
+        self._last_signal = now
+        if not confirmed:
+            self._logger.debug("A 429 although the request budget had room: watching for more")
             return
         self._raise(now)
         seen = observed()
         current = min(self._rate or self._limit, seen if seen > 0 else self._limit)
         self._rate = max(self._floor, current * DECREASE_FACTOR)
-        self._updated = self._last_decrease = now
+        self._updated = now
         self.decreases += 1
         if not self._logged:
             self._logged = True

@@ -180,8 +180,9 @@ class RequestPacer:
         """Ask the shared store: 0 = granted, > 0 = wait, None = store lost (go alone)."""
         assert self._shared is not None
         try:
-            store_ms = self._shared.now_ms()
-            decision = self._shared.bucket.put_decision(RateItem("databox", store_ms))
+            with self._shared.lock():  # clock reading and insert, in one order for all runs
+                store_ms = self._shared.now_ms()
+                decision = self._shared.bucket.put_decision(RateItem("databox", store_ms))
             assert isinstance(decision, Decision)  # synchronous buckets only
             if decision.failing_rate is not None:
                 return _wait_seconds(self._shared.bucket, decision, store_ms)
