@@ -197,3 +197,24 @@ def test_an_unreachable_store_fails_the_run_before_reading_input(
     assert f"rate_limit_store redis://:***@127.0.0.1:{port}/0 cannot be used" in run.error_lines[0]
     assert "pw-77q" not in run.stderr
     assert emulator.request_log == []  # nothing was sent
+
+
+@pytest.mark.timeout(300)
+def test_the_shared_budget_benchmark_runs_every_case(tmp_path: Path) -> None:
+    """benchmarks/shared_budget.py keeps working (tiny sizes; its numbers mean nothing here)."""
+    import sys
+
+    from tests.redis_server import require_redis
+
+    require_redis()  # its Redis case needs redis-server
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "shared_budget.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--runs", "2", "--records", "15"],
+        capture_output=True, text=True, timeout=280, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines()
+            if line.startswith(("one run alone", "2 runs"))]
+    assert [row.split("  ")[0] for row in rows] == [
+        "one run alone", "2 runs, no shared store (baseline)", "2 runs, SQLite store",
+        "2 runs, Redis store"]
