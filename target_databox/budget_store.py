@@ -29,11 +29,10 @@ from pyrate_limiter import AbstractBucket, Rate, SQLiteBucket
 from target_databox.errors import ConfigurationError
 
 MEMORY = "memory"
-SCHEMES = ("sqlite", "redis", "rediss")
 #: Redis socket timeouts (s): a store that stops answering is given up quickly.
 REDIS_TIMEOUT = 2.0
-#: Redis entries expire this long (ms) after the last clean-up, on top of the hour window:
-#: a key nobody uses any more leaves nothing behind.
+#: The Redis key expires this long (ms) after a run's last clean-up (every LEAK_EVERY grants
+#: and at its end): a budget nobody uses any more leaves nothing behind.
 REDIS_EXPIRY_MS = 2 * 3_600_000
 
 
@@ -156,8 +155,10 @@ class SharedBucket:
         if self._on_leak is not None:
             self._on_leak()
 
-    def close(self) -> None:
+    def close(self, *, leak: bool = False) -> None:
         with contextlib.suppress(*STORE_ERRORS):  # a lost store: nothing left to release
+            if leak:
+                self.leak()
             self.bucket.close()
 
 

@@ -85,10 +85,6 @@ class RequestPacer:
         self._store_lost = False
 
     @property
-    def rates(self) -> list[Rate]:
-        return list(self._rates)
-
-    @property
     def shared_store(self) -> str | None:
         """The shared store in use (redacted), or None: this process alone."""
         return self._shared.shown if self._shared is not None else None
@@ -102,9 +98,10 @@ class RequestPacer:
         return self._pace
 
     def close(self) -> None:
+        """Release the store, after cleaning out what has left the windows."""
         with self._lock:
             if self._shared is not None:
-                self._shared.close()
+                self._shared.close(leak=True)
                 self._shared = None
 
     @property

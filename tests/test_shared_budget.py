@@ -262,3 +262,19 @@ def test_429s_despite_room_lower_the_pace_then_it_climbs_back(
     assert len(warned) == 1
     assert "another client is using this API key" in warned[0].getMessage()
     assert "sending 8.0 requests/s" in warned[0].getMessage()
+
+
+@pytest.mark.timeout(60)
+def test_a_redis_budget_expires_after_the_last_run(redis: RedisServer) -> None:
+    import redis as redis_client
+
+    fake = FakeTime()
+    (run,) = pacers(redis.url, [KEY], fake)
+    take_turns([run], fake, 3)
+    client = redis_client.Redis.from_url(redis.url)
+    assert client.zcard(budget_key(KEY)) == 3  # both windows in one sorted set
+    assert client.pttl(budget_key(KEY)) == -1  # no expiry yet
+    run.close()
+    assert 0 < client.pttl(budget_key(KEY)) <= 2 * 3_600_000
+    assert not [k for k in client.scan_iter() if KEY.encode() in k]
+    client.close()
