@@ -175,8 +175,10 @@ def open_shared_bucket(spec: StoreSpec, rates: list[Rate], api_key: str) -> Shar
         raise
     except _OPEN_ERRORS as exc:
         reason = _scrub(f"{type(exc).__name__}: {exc}", spec.url)
-        msg = (f"rate_limit_store {spec.shown} cannot be used ({reason}); start it or fix "
-               "the setting (memory keeps the budget in this process)")
+        fix = ("check that the server runs and the URL" if spec.kind == "redis"
+               else "check the path and its permissions")
+        msg = (f"rate_limit_store {spec.shown} cannot be used ({reason}); {fix}, or set it to "
+               "memory to keep the budget in this run alone")
         raise ConfigurationError(msg) from None
     raise AssertionError(spec.kind)  # pragma: no cover
 
