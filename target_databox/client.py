@@ -410,8 +410,7 @@ class DataboxClient:
         if status == 429:
             with self._stats_lock:
                 self.stats.rate_limited += 1
-            if error.retry_after is not None:
-                self._pacer.pause(error.retry_after)
+            self._pacer.rate_limited(error.retry_after)
         raise error
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from target_databox.bodies import RequestBody
+from target_databox.budget_store import MEMORY, open_shared_bucket, parse_store
 from target_databox.checkpoint import StateTracker
 from target_databox.client import DataboxClient, RetryPolicy
 from target_databox.destinations import DatasetHandle, DestinationResolver
@@ -40,9 +41,16 @@ class Runtime:
         self.settings = settings
         self.logger = logger
         self._started = False
+        store = parse_store(settings.rate_limit_store)
         self.pacer = RequestPacer(
-            settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger
+            settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger,
+            shared=(
+                (lambda rates: open_shared_bucket(store, rates, api_key))
+                if store.kind != MEMORY else None
+            ),
         )
+        if self.pacer.shared_store:
+            logger.info("Request budget shared through %s", self.pacer.shared_store)
         self.client = DataboxClient(
             api_key,
             api_url=settings.api_url,
@@ -146,5 +154,6 @@ class Runtime:
         self.reporter.stop()
         self.pipeline.close()
         self.client.close()
+        self.pacer.close()
         if self.rejects is not None:
             self.rejects.close()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from singer_sdk import typing as th
 
+from target_databox.budget_store import redact
 from target_databox.client import DEFAULT_API_URL
 from target_databox.errors import ConfigurationError
 
@@ -120,6 +121,12 @@ class Settings:
         10, "Client-side limit on all requests to Databox, per second.", exclusive_minimum=0)
     max_requests_per_hour: int = setting(
         10_000, "Client-side limit on all requests to Databox, per hour.", minimum=1)
+    rate_limit_store: str = setting(
+        "memory", "Where the API key's request budget is counted: memory (this "
+                  "run alone), sqlite:///ABSOLUTE/PATH (runs on one machine) or "
+                  "redis://HOST:PORT/DB, rediss:// for TLS (runs on several "
+                  "machines; pip install 'target-databox-ingestion[redis]'). Runs sharing "
+                  "a key and a store share max_requests_per_second/_per_hour.")
     verify_ingestions: bool = setting(
         True, "Wait for each ingestion's outcome before releasing STATE.")
     ingestion_timeout_seconds: float = setting(
@@ -291,6 +298,8 @@ class RedactedConfig(dict[str, t.Any]):
 
     def __repr__(self) -> str:
         shown = {k: ("***" if k in SECRET_SETTINGS else v) for k, v in self.items()}
+        if isinstance(shown.get("rate_limit_store"), str):  # a Redis URL may hold a password
+            shown["rate_limit_store"] = redact(shown["rate_limit_store"])
         return repr(shown)
 
     __str__ = __repr__

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from target_databox.emulator import Emulator
+from target_databox.emulator import Emulator, EmulatorConfig
 from tests import postgres
 from tests.support import API_KEY, EXECUTABLE, assert_key_hidden
 
@@ -269,3 +269,73 @@ def test_tap_postgres_to_databox_and_incremental_rerun(
     stored = meltano.state("dev:tap-postgres-to-target-databox")
     bookmark = stored["singer_state"]["bookmarks"]["public-orders"]
     assert datetime.fromisoformat(bookmark["replication_key_value"]) == later
+
+
+@pytest.mark.timeout(900)
+def test_two_meltano_runs_share_one_keys_budget_through_the_store(
+    meltano: Meltano, pg: postgres.Postgres, tmp_path: Path
+) -> None:
+    """README "Many pipelines, one key": `meltano run tap-postgres target-databox` and
+    `meltano run tap-jsonl target-databox` at once, one API key, one
+    TARGET_DATABOX_RATE_LIMIT_STORE, against an emulator enforcing Databox's 10/s."""
+    pg.psql("""
+        DROP TABLE IF EXISTS budget_events;
+        CREATE TABLE budget_events (id integer PRIMARY KEY, note text NOT NULL);
+        INSERT INTO budget_events SELECT i, 'pg-' || i FROM generate_series(0, 59) AS i;
+    """)
+    (tmp_path / "events.jsonl").write_text("".join(
+        json.dumps({"id": i, "note": f"jsonl-{i}"}) + "\n" for i in range(60)))
+    emulator = Emulator(EmulatorConfig(api_key=API_KEY, port=0, rate_per_second=10,
+                                       rate_per_hour=10_000))
+    emulator.start()
+    store = f"sqlite://{tmp_path / 'budget.sqlite'}"
+    shared = {
+        "TARGET_DATABOX_MAX_REQUESTS_PER_SECOND": "10",
+        "TARGET_DATABOX_MAX_REQUESTS_PER_HOUR": "10000",
+        "TARGET_DATABOX_RATE_LIMIT_STORE": store,
+    }
+    jobs = {
+        "tap-postgres": {
+            **target_env(emulator, "job postgres"), **shared,
+            "TAP_POSTGRES_HOST": pg.host, "TAP_POSTGRES_PORT": str(pg.port),
+            "TAP_POSTGRES_USER": pg.user, "TAP_POSTGRES_PASSWORD": pg.password,
+            "TAP_POSTGRES_DATABASE": pg.database,
+            "TAP_POSTGRES_FILTER_SCHEMAS": '["public"]',
+            "TAP_POSTGRES__SELECT": '["public-budget_events.*"]',
+        },
+        "tap-jsonl": {
+            **target_env(emulator, "job jsonl"), **shared,
+            "TAP_JSONL_PATH": str(tmp_path / "*.jsonl"),
+            "TAP_JSONL_STREAM_NAME": "events",
+            "TAP_JSONL_PRIMARY_KEYS": '["id"]',
+        },
+    }
+    procs = []
+    try:
+        for tap, env in jobs.items():
+            with (tmp_path / f"{tap}.err").open("w") as err:
+                procs.append(subprocess.Popen(
+                    [meltano.executable, "run", tap, "target-databox"],
+                    cwd=ROOT, env={**meltano.env, **env}, stdout=subprocess.DEVNULL,
+                    stderr=err,
+                ))
+        codes = [proc.wait(timeout=600) for proc in procs]
+        logs = [(tmp_path / f"{tap}.err").read_text() for tap in jobs]
+        assert_key_hidden(*logs)
+        assert codes == [0, 0], [log[-3000:] for log in logs]
+        for log in logs:
+            assert f"Request budget shared through {store}" in log
+        landed = {}
+        for source, stream in (("job postgres", "public-budget_events"), ("job jsonl", "events")):
+            source_id = next(s["id"] for s in emulator.data_sources() if s["title"] == source)
+            dataset = emulator.find_dataset(stream, source_id)
+            assert dataset is not None
+            landed[source] = sorted(r["id"] for r in emulator.rows(dataset["id"]))
+        assert landed == {"job postgres": list(range(60)), "job jsonl": list(range(60))}
+        assert not [r for r in emulator.request_log if r.status == 429]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        emulator.close()
