@@ -370,7 +370,10 @@ class IngestionPipeline:
                 batch.stream, batch.start + 1, batch.end, len(ids),
                 ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} ... {ids[-1]}",
             )
-            self._tracker.settle(batch.lane, batch.start, batch.end)
+            try:
+                self._tracker.settle(batch.lane, batch.start, batch.end)
+            except BaseException as exc:  # e.g. the rejected-records file cannot be synced
+                self.fail(exc)
         with self._cond:
             if done:
                 self._unverified_batches -= 1

@@ -58,11 +58,13 @@ class Runtime:
             timezone=settings.timezone,
             logger=logger,
         )
-        self.tracker = StateTracker(write_state)
         self.rejects = (
             RejectedRecordsFile(settings.rejected_records_path)
             if settings.rejected_records_path
             else None
+        )
+        self.tracker = StateTracker(
+            write_state, before_release=self.rejects.sync if self.rejects else None
         )
         self.pipeline = IngestionPipeline(
             self.client,
