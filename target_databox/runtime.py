@@ -76,6 +76,7 @@ class Runtime:
             max_unverified_batches=settings.max_unverified_batches,
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
+            keyless_resend_wait=settings.keyless_resend_wait_seconds,
         )
 
         self.reporter = RunReporter(

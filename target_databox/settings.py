@@ -41,6 +41,11 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property("max_retry_seconds", th.NumberType(minimum=0), default=300,
                 description="Total time to keep retrying one request after 429, 5xx or "
                             "connection errors."),
+    th.Property("keyless_resend_wait_seconds", th.NumberType(minimum=0), default=30,
+                description="After a request to a dataset without key properties fails in a "
+                            "way that may have been applied (5xx, dropped connection), look "
+                            "for its ingestion this long before resending it (a resend of an "
+                            "applied request duplicates its rows)."),
     th.Property("max_parallel_requests", th.IntegerType(minimum=1, maximum=32), default=4,
                 description="Ingestion requests in flight at once (all streams)."),
     th.Property("max_unverified_batches", th.IntegerType(minimum=0), default=10,
@@ -104,6 +109,7 @@ class Settings:
     verify_ingestions: bool
     ingestion_timeout_seconds: float
     max_retry_seconds: float
+    keyless_resend_wait_seconds: float
     max_parallel_requests: int
     max_unverified_batches: int
     rejected_records_path: str | None
@@ -135,6 +141,7 @@ class Settings:
             verify_ingestions=bool(get("verify_ingestions", True)),
             ingestion_timeout_seconds=float(get("ingestion_timeout_seconds", 600)),
             max_retry_seconds=float(get("max_retry_seconds", 300)),
+            keyless_resend_wait_seconds=float(get("keyless_resend_wait_seconds", 30)),
             max_parallel_requests=int(get("max_parallel_requests", 4)),
             max_unverified_batches=int(get("max_unverified_batches", 10)),
             rejected_records_path=get("rejected_records_path"),
