@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from target_databox.client import DataboxClient, RetryPolicy
-from target_databox.emulator import Emulator, EmulatorConfig
+from target_databox.emulator import Emulator
 from target_databox.errors import DataboxApiError
 from target_databox.ratelimit import RequestPacer
 from tests.support import API_KEY, record, run_target, schema, state
-from tests.tls_support import ConnectProxy, self_signed_cert
+from tests.tls_support import ConnectProxy
 
 #: No proxy settings inherited from the machine running the tests.
 NO_PROXY_ENV = {name: "" for name in (
@@ -48,33 +48,6 @@ def messages(n: int = 30, keys: list[str] | None = None) -> list[dict[str, Any]]
         if i % 10 == 0:
             out.append(state({"orders": i}))
     return out
-
-
-@pytest.fixture
-def cert(tmp_path: Path) -> tuple[Path, Path]:
-    return self_signed_cert(tmp_path)
-
-
-@pytest.fixture
-def https_emulator(cert: tuple[Path, Path]) -> Iterator[Emulator]:
-    emu = Emulator(EmulatorConfig(api_key=API_KEY, port=0, tls_cert=str(cert[0]),
-                                  tls_key=str(cert[1])))
-    emu.start()
-    try:
-        yield emu
-    finally:
-        emu.close()
-
-
-@pytest.fixture
-def https_config(https_emulator: Emulator, cert: tuple[Path, Path]) -> dict[str, Any]:
-    return {
-        "api_key": API_KEY,
-        "api_url": https_emulator.url,
-        "ca_bundle": str(cert[0]),
-        "max_requests_per_second": 2000,
-        "max_requests_per_hour": 10_000_000,
-    }
 
 
 @pytest.fixture

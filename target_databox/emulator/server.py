@@ -7,6 +7,7 @@ verbose, and open connections are tracked so ``stop()`` really closes them.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import sys
@@ -41,6 +42,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self.handle_request_fn = handle
         self.verbose = verbose
         self.tls = tls
+        self._tls_drops = 0
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -58,6 +60,15 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         if self.tls is not None:
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
+
+    def tls_violation_due(self) -> bool:
+        """Over TLS every other dropped connection ends in a protocol violation (the rest
+        in a plain EOF), so clients meet both kinds of TLS failure after the handshake."""
+        if self.tls is None:
+            return False
+        with self._connections_lock:
+            self._tls_drops += 1
+            return self._tls_drops % 2 == 0
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up (timeouts, drops, refused certificates) are normal here;
@@ -172,6 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
         if response.drop:
             self.close_connection = True
             with contextlib.suppress(OSError):
+                if self.server.tls_violation_due():
+                    # Bytes that are no TLS record on an established TLS connection: the
+                    # client sees a TLS protocol error in mid-request, not just an EOF.
+                    os.write(self.connection.fileno(), b"HTTP/1.1 000 not a TLS record\r\n")
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         self._send(response)
