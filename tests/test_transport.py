@@ -182,6 +182,21 @@ def test_an_unreachable_proxy_fails_clearly_without_the_key(https_config):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.timeout(60)
+def test_a_proxy_asking_for_credentials_is_a_one_line_config_error(https_config):
+    with ConnectProxy(refuse_with=b"HTTP/1.1 407 Proxy Authentication Required") as proxy:
+        shown = proxy.url
+        url = shown.replace("http://", "http://someone:s3cr3t-pw@")
+        run = run_target(https_config, messages(), env=proxy_env(https_proxy=url))
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    line = next(e for e in run.error_lines if "407" in e)
+    assert "HTTPS_PROXY" in line
+    assert shown in line
+    assert "s3cr3t-pw" not in run.stderr
+    assert len(proxy.refused) == 1, "a configuration error was retried"
+
+
 # Content type (Part A: POST bodies are JSON) ---------------------------------------------
 
 
@@ -291,3 +306,14 @@ def test_tls_failure_after_the_handshake_is_retried_like_a_drop(cert):
         assert client.stats.retries == 1
     finally:
         server.close()
+
+
+def test_content_type_knob_is_set_through_the_control_endpoint(emulator):
+    status, _ = post(emulator.url + "/_emulator/config",
+                     json.dumps({"require_json_content_type": False}).encode(),
+                     {"Content-Type": "application/json"})
+    assert status == 200
+    assert emulator.config.require_json_content_type is False
+    status, _ = post(emulator.url + "/v1/data-sources", b'{"title": "t"}',
+                     {"Content-Type": "text/plain"})
+    assert status == 200

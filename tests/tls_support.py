@@ -65,7 +65,9 @@ class ConnectProxy:
     test can show that every connection a server accepted came through it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, refuse_with: bytes | None = None) -> None:
+        """`refuse_with`: answer every CONNECT with this status line (e.g. a 407)."""
+        self.refuse_with = refuse_with
         self.tunnels: list[str] = []
         self.upstream_ports: set[int] = set()  # local ports of the proxy's own connections
         self.refused: list[str] = []
@@ -121,6 +123,11 @@ class ConnectProxy:
                 with self._lock:
                     self.refused.append(line)
                 client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            if self.refuse_with is not None:
+                with self._lock:
+                    self.refused.append(line)
+                client.sendall(self.refuse_with + b"\r\nContent-Length: 0\r\n\r\n")
                 return
             host, _, port = target.rpartition(":")
             try:
