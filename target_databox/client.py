@@ -125,6 +125,8 @@ class DataboxClient:
         self._logger = logger or logging.getLogger(__name__)
         self._timeout = timeout
         self._session = _session(self._base, ca_bundle, pool_size)
+        if self.proxy:
+            self._logger.info("Requests to %s go through the proxy %s", self._base, self.proxy)
         # The retrying senders, built once (building them per request costs more than
         # the request's own bookkeeping): with and without retries of ambiguous failures.
         self._senders = {flag: self._retrying(retry_ambiguous=flag) for flag in (True, False)}
@@ -242,12 +244,16 @@ class DataboxClient:
         return AcceptedIngestion(ingestion_id, answer.get("requestId"), len(retries))
 
     def list_ingestions(
-        self, dataset_id: str, *, page: int = 1, page_size: int = 100
+        self, dataset_id: str, *, page: int = 1, page_size: int | None = 100
     ) -> dict[str, Any]:
+        """One page of the ingestion list; `page_size=None` leaves it to Databox."""
+        params: dict[str, int] = {"page": page}
+        if page_size is not None:
+            params["pageSize"] = page_size
         return self._call(
             "GET",
             f"/v1/datasets/{dataset_id}/ingestions",
-            params={"page": page, "pageSize": page_size},
+            params=params,
             operation="ingestion status listing",
         )
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from target_databox.client import DataboxClient
 from target_databox.destinations import DatasetHandle
-from target_databox.errors import IngestionFailedError
+from target_databox.errors import DataboxApiError, IngestionFailedError
 
 #: How far Databox's clock may be off ours (seconds) when placing a timestamp in a window.
 CLOCK_SKEW_SECONDS = 5.0
@@ -67,6 +67,7 @@ class OriginalFinder:
         self._logger = logger
         self._clock = clock
         self._sleep = sleep
+        self._page_size: int | None = LIST_PAGE_SIZE
 
     def known_ids(self, dataset: DatasetHandle) -> set[str]:
         """The dataset's recent ingestions (before this run's first keyless request)."""
@@ -116,20 +117,28 @@ class OriginalFinder:
 
     def _recent(self, dataset: DatasetHandle) -> dict[str, float | None]:
         """Newest ingestions (id → epoch seconds, None if unreadable), whatever the order."""
-        answer = self._client.list_ingestions(dataset.id, page=1, page_size=LIST_PAGE_SIZE)
+        answer = self._list(dataset, 1, self._page_size)
         items = _items(answer)
         pagination = answer.get("pagination")
         total = pagination.get("totalItems") if isinstance(pagination, dict) else None
         stamps = [s for s in items.values() if s is not None]
-        oldest_first = len(stamps) > 1 and stamps[0] < stamps[-1]
-        if oldest_first and isinstance(total, int) and total > len(items):
+        # Unless the first page is plainly newest first, the newest may be on the last one.
+        newest_first = len(stamps) > 1 and stamps[0] > stamps[-1]
+        if not newest_first and isinstance(total, int) and total > len(items):
             size = pagination.get("pageSize") if isinstance(pagination, dict) else None
             size = size if isinstance(size, int) and size > 0 else max(len(items), 1)
-            last = self._client.list_ingestions(
-                dataset.id, page=math.ceil(total / size), page_size=size
-            )
-            items.update(_items(last))
+            items.update(_items(self._list(dataset, math.ceil(total / size), size)))
         return items
+
+    def _list(self, dataset: DatasetHandle, page: int, size: int | None) -> dict[str, Any]:
+        """A page of the list; a 400 for our page size → Databox's own size from then on."""
+        try:
+            return self._client.list_ingestions(dataset.id, page=page, page_size=size)
+        except DataboxApiError as exc:
+            if exc.status != 400 or size is None:
+                raise
+            self._page_size = None
+            return self._client.list_ingestions(dataset.id, page=page, page_size=None)
 
     def _received(self, dataset: DatasetHandle, ingestion_id: str) -> int | None:
         detail = self._client.get_ingestion(dataset.id, ingestion_id)
@@ -148,7 +157,10 @@ def _items(answer: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _epoch(value: Any) -> float | None:
-    """Seconds since the epoch of an ISO-8601 timestamp (UTC when it names no zone)."""
+    """Seconds since the epoch of an ISO-8601 timestamp (UTC when it names no zone), or of
+    a number of seconds (milliseconds when it is that large)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value / 1000 if value > 1e11 else float(value)
     if not isinstance(value, str):
         return None
     text = value.strip()

@@ -8,6 +8,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -196,3 +197,90 @@ def test_setting_is_declared():
 
     assert CONFIG_SCHEMA["properties"]["keyless_resend_wait_seconds"]["default"] == 30
     assert Settings.from_config({"keyless_resend_wait_seconds": 5}).keyless_resend_wait_seconds == 5
+
+
+# The finder on its own: other list shapes ------------------------------------------------
+
+
+class FakeClient:
+    """Answers the list (newest or oldest first, `per_page` a page) and details."""
+
+    def __init__(self, items: list[tuple[str, Any, int]], *, oldest_first: bool = False,
+                 per_page: int = 100, refuse_page_size: bool = False) -> None:
+        self.items = items  # (id, timestamp, received), oldest first
+        self.oldest_first = oldest_first
+        self.per_page = per_page
+        self.refuse_page_size = refuse_page_size
+        self.calls: list[tuple[int, int | None]] = []
+
+    def list_ingestions(self, dataset_id: str, *, page: int = 1,
+                        page_size: int | None = 100) -> dict[str, Any]:
+        from target_databox.errors import DataboxApiError
+
+        self.calls.append((page, page_size))
+        if self.refuse_page_size and page_size is not None:
+            raise DataboxApiError(operation="ingestion status listing", status=400)
+        size = min(page_size or self.per_page, self.per_page)
+        ordered = self.items if self.oldest_first else self.items[::-1]
+        chunk = ordered[(page - 1) * size: page * size]
+        return {"ingestions": [{"ingestionId": i, "timestamp": t} for i, t, _ in chunk],
+                "pagination": {"page": page, "pageSize": size, "totalItems": len(self.items)}}
+
+    def get_ingestion(self, dataset_id: str, ingestion_id: str) -> dict[str, Any]:
+        received = next(r for i, _, r in self.items if i == ingestion_id)
+        return {"metrics": {"ingestionMetrics": {"receivedRecordsCount": received}}}
+
+
+def finder_for(client: FakeClient):
+    import logging
+
+    from target_databox.keyless import OriginalFinder
+
+    return OriginalFinder(client, wait_seconds=0, logger=logging.getLogger("test"),
+                          sleep=lambda s: None)
+
+
+def handle():
+    from target_databox.destinations import DatasetHandle
+
+    return DatasetHandle(id="d", title="events", primary_keys=None, created=False)
+
+
+def test_finder_reads_the_last_page_of_an_oldest_first_list():
+    from target_databox.keyless import SendWindow
+
+    old = [(f"old-{n}", "2026-01-01T00:00:00Z", 10) for n in range(150)]
+    client = FakeClient([*old, ("ours", "2026-06-01T12:00:01.500Z", 10)],
+                        oldest_first=True, per_page=100)
+    dataset = handle()
+    finder = finder_for(client)
+    dataset.known_ingestions.update(finder.known_ids(dataset))
+    dataset.known_ingestions.discard("ours")  # it was sent after the baseline
+    moment = datetime.fromisoformat("2026-06-01T12:00:01+00:00").timestamp()
+    found = finder.find(dataset, 10, SendWindow(moment - 1, moment + 1), deadline=1e18)
+    assert found == "ours"
+    assert (2, 100) in client.calls  # the newest page, at the end
+
+
+def test_finder_falls_back_to_databox_page_size_after_a_400():
+    from target_databox.keyless import SendWindow
+
+    client = FakeClient([("ours", 1_780_000_000_000, 5)], refuse_page_size=True)  # epoch ms
+    dataset = handle()
+    found = finder_for(client).find(dataset, 5, SendWindow(1_780_000_000, 1_780_000_000.5),
+                                    deadline=1e18)
+    assert found == "ours"
+    assert client.calls == [(1, 100), (1, None)]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2026-06-01T12:00:00Z", 1780315200.0), ("2026-06-01T12:00:00.250+00:00", 1780315200.25),
+     ("2026-06-01T14:00:00+02:00", 1780315200.0), ("2026-06-01 12:00:00", 1780315200.0),
+     (1780315200, 1780315200.0), (1780315200250, 1780315200.25),
+     ("yesterday", None), (None, None), (True, None)],
+)
+def test_timestamp_forms(value, expected):
+    from target_databox.keyless import _epoch
+
+    assert _epoch(value) == expected

@@ -317,3 +317,16 @@ def test_content_type_knob_is_set_through_the_control_endpoint(emulator):
     status, _ = post(emulator.url + "/v1/data-sources", b'{"title": "t"}',
                      {"Content-Type": "text/plain"})
     assert status == 200
+
+
+def test_a_missing_requests_ca_bundle_is_a_clear_error(monkeypatch, tmp_path):
+    from target_databox.errors import ConfigurationError
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "gone.pem"))
+    with pytest.raises(ConfigurationError, match=r"REQUESTS_CA_BUNDLE .*gone\.pem"):
+        DataboxClient(API_KEY, api_url="https://127.0.0.1:9", pacer=RequestPacer(10, 100))
+    # ca_bundle, when set, wins over the environment.
+    cert = tmp_path / "ca.pem"
+    cert.write_text("")
+    DataboxClient(API_KEY, api_url="https://127.0.0.1:9", pacer=RequestPacer(10, 100),
+                  ca_bundle=str(cert)).close()
