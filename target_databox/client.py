@@ -31,6 +31,7 @@ from urllib.parse import urlencode, urlsplit
 import backoff
 import requests
 import requests.adapters
+import requests.utils
 import urllib3.exceptions
 
 from target_databox.errors import (
@@ -131,7 +132,8 @@ class DataboxClient:
         # the request's own bookkeeping): with and without retries of ambiguous failures.
         self._senders = {flag: self._retrying(retry_ambiguous=flag) for flag in (True, False)}
         self._headers = {
-            "x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json"
+            **requests.utils.default_headers(),  # Accept-Encoding, keep-alive
+            "x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json",
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self.stats = ClientStats()
@@ -376,12 +378,18 @@ class DataboxClient:
             url += "?" + urlencode(params)
         if json_body is not None:
             data = json.dumps(json_body).encode("utf-8")
+        # Prepared here and sent through the Session: its per-request merging (session
+        # headers, cookies, the environment read once at start) has nothing to add.
+        request = requests.PreparedRequest()
         try:
-            response = self._session.request(
-                method,
-                url,
+            request.prepare(
+                method=method,
+                url=url,
                 data=data,
                 headers=self._json_headers if data is not None else self._headers,
+            )
+            response = self._session.send(
+                request,
                 timeout=self._timeout,
                 allow_redirects=False,  # never carry the key to another host
             )
