@@ -119,7 +119,7 @@ class DataboxClient:
         self._base = check_api_url(api_url)
         if ca_bundle and not os.path.exists(ca_bundle):
             msg = (f"ca_bundle {ca_bundle!r} does not exist; point it at a PEM file of CA "
-                   "certificates (or remove it to use the system's)")
+                   "certificates (or remove it to use REQUESTS_CA_BUNDLE or certifi's CAs)")
             raise ConfigurationError(msg)
         self._pacer = pacer
         self._retry = retry or RetryPolicy()
@@ -153,7 +153,7 @@ class DataboxClient:
     @property
     def proxy(self) -> str | None:
         """The proxy requests go through (from the environment), without credentials."""
-        proxy = self._session.proxies.get(urlsplit(self._base).scheme)
+        proxy = requests.utils.select_proxy(self._base, self._session.proxies)
         if not proxy:
             return None
         parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")

@@ -330,3 +330,14 @@ def test_a_missing_requests_ca_bundle_is_a_clear_error(monkeypatch, tmp_path):
     cert.write_text("")
     DataboxClient(API_KEY, api_url="https://127.0.0.1:9", pacer=RequestPacer(10, 100),
                   ca_bundle=str(cert)).close()
+
+
+@pytest.mark.parametrize("variable", ["https_proxy", "all_proxy"])
+def test_the_proxy_in_use_is_known_without_credentials(monkeypatch, variable):
+    for name in NO_PROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "http://user:pw@proxy.example:3128")
+    client = DataboxClient(API_KEY, api_url="https://api.databox.com", pacer=RequestPacer(1, 1))
+    assert client.proxy == "http://proxy.example:3128"
+    monkeypatch.setenv("no_proxy", ".databox.com")
+    assert DataboxClient(API_KEY, pacer=RequestPacer(1, 1)).proxy is None
