@@ -43,8 +43,16 @@ class _PendingState:
 class StateTracker:
     """Thread-safe: lanes settle from worker threads, states arrive on the main thread."""
 
-    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        write: Callable[[dict[str, Any]], None],
+        *,
+        before_release: Callable[[], None] | None = None,
+    ) -> None:
+        """`before_release` runs before each STATE is written (e.g. fsync the rejected
+        records file, so no STATE passes records that are not durably kept)."""
         self._write = write
+        self._before_release = before_release
         self._lock = threading.RLock()
         self._lanes: list[Lane] = []
         self._pending: deque[_PendingState] = deque()
@@ -99,6 +107,13 @@ class StateTracker:
         ):
             newest = self._pending.popleft()
         if newest is not None:
+            if self._before_release is not None:
+                try:
+                    self._before_release()
+                except BaseException:
+                    self._failed = True
+                    self._pending.appendleft(newest)
+                    raise
             self._write(newest.value)
             self.released += 1
             self.last_released = newest.value

@@ -69,11 +69,13 @@ class Runtime:
             timezone=settings.timezone,
             logger=logger,
         )
-        self.tracker = StateTracker(write_state)
         self.rejects = (
             RejectedRecordsFile(settings.rejected_records_path)
             if settings.rejected_records_path
             else None
+        )
+        self.tracker = StateTracker(
+            write_state, before_release=self.rejects.sync if self.rejects else None
         )
         self.pipeline = IngestionPipeline(
             self.client,
@@ -85,6 +87,7 @@ class Runtime:
             max_unverified_batches=settings.max_unverified_batches,
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
+            keyless_resend_wait=settings.keyless_resend_wait_seconds,
         )
 
         self.reporter = RunReporter(

@@ -135,6 +135,11 @@ class Settings:
     max_retry_seconds: float = setting(
         300, "Total time to keep retrying one request after 429, 5xx or "
              "connection errors.", minimum=0)
+    keyless_resend_wait_seconds: float = setting(
+        30, "After a request to a dataset without key properties fails in a "
+            "way that may have been applied (5xx, dropped connection), look "
+            "for its ingestion this long before resending it (a resend of an "
+            "applied request duplicates its rows).", minimum=0)
     max_parallel_requests: int = setting(
         4, "Ingestion requests in flight at once (all streams).", minimum=1, maximum=32)
     max_unverified_batches: int = setting(
