@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -59,7 +60,8 @@ class TargetDatabox(BoundaryTarget):
     name = "target-databox"
     #: The distribution (pyproject.toml), whose metadata gives --about its version.
     package_name = "target-databox-ingestion"
-    config_jsonschema = CONFIG_SCHEMA
+    #: A copy: the SDK appends its built-in settings to this dict in place.
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
     default_sink_class = DataboxSink
     message_reader_class = DataboxReader
     capabilities: t.ClassVar[list[t.Any]] = [
