@@ -34,21 +34,21 @@ class Lane:
 
 @dataclass
 class _PendingState:
-    value: dict[str, Any]
+    value: Any
     needs: list[tuple[Lane, int]]
 
 
 class StateTracker:
     """Thread-safe: lanes settle from worker threads, states arrive on the main thread."""
 
-    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, write: Callable[[Any], None]) -> None:
         self._write = write
         self._lock = threading.RLock()
         self._lanes: list[Lane] = []
         self._pending: deque[_PendingState] = deque()
         self._failed = False
         self.released = 0
-        self.last_released: dict[str, Any] | None = None
+        self.last_released: Any = None
 
     def new_lane(self, name: str) -> Lane:
         lane = Lane(name)
@@ -60,7 +60,8 @@ class StateTracker:
         with self._lock:
             return list(self._lanes)
 
-    def add_state(self, value: dict[str, Any]) -> None:
+    def add_state(self, value: Any) -> None:
+        """Track a STATE from the input; `value` is handed to `write` unchanged."""
         with self._lock:
             needs = [(lane, lane.received) for lane in self._lanes if lane.unsettled]
             self._pending.append(_PendingState(value, needs))

@@ -37,6 +37,20 @@ _SDK_INPUT_ERRORS = (
 _MESSAGE_START = (b"{", "{")
 
 
+#: Characters Python's `str.splitlines` (and so some line readers) treat as line breaks
+#: that JSON allows unescaped inside strings: written as escapes, the value is the same.
+_LINE_BREAKS_IN_STRINGS = ("\u2028", "\u2029", "\x85")
+
+
+class _StateValue(msgspec.Struct):
+    """The `value` of a STATE line as the tap's own JSON text (numbers are not parsed)."""
+
+    value: msgspec.Raw = msgspec.Raw(b"")
+
+
+_STATE_DECODER = msgspec.json.Decoder(_StateValue)
+
+
 class _StopReading(Exception):
     """Raised from a signal handler to break out of a blocking read."""
 
@@ -114,6 +128,30 @@ class DataboxReader(MsgSpecReader):
             self.line_number += 1
             if line[:1] in _MESSAGE_START or line.strip():  # skip blank lines, cheaply
                 yield line
+
+    def state_value_text(self) -> str | None:
+        """The current STATE line's `value`, exactly as the tap wrote it, as one line.
+
+        Re-emitting this text (rather than re-encoding the parsed value) keeps every
+        number, string and nesting of the tap's STATE exact. Only STATE lines pay for
+        this second decode. None when there is no current line to read it from.
+        """
+        line = getattr(self, "_current_message", None)
+        if not line:
+            return None
+        try:
+            raw = bytes(_STATE_DECODER.decode(line).value)
+        except msgspec.DecodeError:
+            return None
+        if not raw:
+            return None
+        text = raw.decode("utf-8")
+        if "\r" in text:  # only possible as whitespace between tokens
+            text = text.replace("\r", " ")
+        for char in _LINE_BREAKS_IN_STRINGS:
+            if char in text:  # only possible inside strings
+                text = text.replace(char, f"\\u{ord(char):04x}")
+        return text
 
     def _describe(self, exc: Exception) -> str:
         """The SDK's complaint about the current line, with where it is and what to do."""

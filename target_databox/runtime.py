@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from target_databox.bodies import RequestBody
 from target_databox.checkpoint import StateTracker
@@ -31,7 +30,7 @@ class Runtime:
         settings: Settings,
         api_key: str,
         *,
-        write_state: Callable[[dict[str, Any]], None],
+        write_state: Callable[[str], None],
         logger: logging.Logger,
         user_agent: str,
     ) -> None:

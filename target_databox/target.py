@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_databox.errors import TargetDataboxError
 from target_databox.reader import DataboxReader
+from target_databox.records import encode_json
 from target_databox.runtime import Runtime
 from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
 from target_databox.sinks import DataboxSink
@@ -73,6 +73,8 @@ class TargetDatabox(Target):
             user_agent=f"{self.name}/{self.plugin_version}",
         )
         self._terminating: int | None = None
+        #: The last STATE value read (as JSON text): a repeat of it is not tracked again.
+        self._latest_state_text: str | None = None
         #: Table versions seen on RECORD messages, per stream (see start_table_version).
         self._record_versions: dict[str, set[int]] = {}
         self._records_since_age_check = 0
@@ -178,20 +180,27 @@ class TargetDatabox(Target):
 
     def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
         self._assert_line_requires(message_dict, requires={"value"})
-        state = message_dict["value"]
-        if self._latest_state == state:
+        text = self._state_text(message_dict["value"])
+        if self._latest_state_text == text:
             return
-        self._latest_state = state
+        self._latest_state_text = text
         self.runtime.pipeline.raise_if_failed()
-        self.runtime.tracker.add_state(state)
+        self.runtime.tracker.add_state(text)
+
+    def _state_text(self, value: t.Any) -> str:
+        """The STATE value as JSON text: the tap's own text when the reader has it (so
+        floats, long decimals, big integers and strings pass through exactly)."""
+        reader = self.message_reader
+        text = reader.state_value_text() if isinstance(reader, DataboxReader) else None
+        return text if text is not None else encode_json(value).decode("utf-8")
 
     def _write_state_message(self, state: dict[str, t.Any]) -> None:
         """The SDK calls this after every drain_all; the tracker decides instead."""
 
-    def _emit_state(self, state: dict[str, t.Any]) -> None:
-        line = json.dumps(state, separators=(", ", ": "))
-        self.logger.info("Emitting STATE after verification: %s", line[:200])
-        sys.stdout.write(line + "\n")
+    def _emit_state(self, text: str) -> None:
+        """Write one STATE line: the value's JSON text as the tap sent it."""
+        self.logger.info("Emitting STATE after verification: %s", text[:200])
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
     # End of input and signals -----------------------------------------------------------
