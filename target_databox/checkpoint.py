@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from target_databox.errors import UnexpectedError
+
 
 @dataclass(eq=False)
 class Lane:
@@ -97,6 +99,10 @@ class StateTracker:
         ):
             newest = self._pending.popleft()
         if newest is not None:
-            self._write(newest.value)
+            try:
+                self._write(newest.value)
+            except Exception as exc:
+                self._failed = True  # a STATE half-written or lost: never write a later one
+                raise UnexpectedError.wrap(exc, "Writing STATE") from exc
             self.released += 1
             self.last_released = newest.value

@@ -31,6 +31,7 @@ from target_databox.errors import (
     DataboxConnectionError,
     IngestionFailedError,
     TargetDataboxError,
+    UnexpectedError,
 )
 from target_databox.verify import IngestionVerifier, Outcome, PendingIngestion
 
@@ -120,17 +121,26 @@ class IngestionPipeline:
         self._unverified_batches = 0
         self.stats: dict[str, StreamStats] = {}
         self.verifier = IngestionVerifier(
-            client, timeout_seconds=ingestion_timeout, on_failure=self.fail, logger=logger
+            client, timeout_seconds=ingestion_timeout, on_failure=self._verifier_failed,
+            logger=logger,
         )
 
     # Failure ---------------------------------------------------------------------------
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, what: str = "A background thread") -> None:
+        """Stop the run: nothing more is released, and every waiter raises `exc`.
+        An unexpected exception is reported as one line naming `what` failed."""
+        if not isinstance(exc, TargetDataboxError):
+            self._logger.debug("%s failed", what, exc_info=exc)
+            exc = UnexpectedError.wrap(exc, what)
         with self._cond:
             if self._failure is None:
                 self._failure = exc
             self._tracker.fail()
             self._cond.notify_all()
+
+    def _verifier_failed(self, exc: BaseException) -> None:
+        self.fail(exc, "The ingestion verifier (settling verified records and releasing STATE)")
 
     @property
     def failure(self) -> BaseException | None:
@@ -187,7 +197,7 @@ class IngestionPipeline:
 
     def abort(self, exc: BaseException) -> None:
         """Fail closed without waiting: queued bodies are dropped, nothing more is released."""
-        self.fail(exc)
+        self.fail(exc, "Reading the input")
         self.verifier.stop()
         while True:
             try:
@@ -234,6 +244,12 @@ class IngestionPipeline:
         while (item := self._queue.get()) is not None:
             try:
                 self._send(*item)
+            except BaseException as exc:  # never let a sender die silently: waiters hang
+                self.fail(
+                    _with_stream(exc, item[0].stream),
+                    f"Sender thread {threading.current_thread().name} (stream "
+                    f"'{item[0].stream}', records {item[0].start + 1}-{item[0].end})",
+                )
             finally:
                 with self._cond:
                     self._unsent -= 1
@@ -248,7 +264,9 @@ class IngestionPipeline:
         try:
             accepted = self._ingest(batch.dataset, body)
         except BaseException as exc:  # reported on the main thread
-            self.fail(_with_stream(exc, batch.stream))
+            self.fail(
+                _with_stream(exc, batch.stream), f"Sending records of stream '{batch.stream}'"
+            )
             return
         self._logger.debug(
             "Stream '%s': ingestion %s accepted (%d records)",
@@ -343,15 +361,17 @@ class IngestionPipeline:
         outcome: Outcome,
         ingestion_id: str = "",
     ) -> None:
+        stats = self.stats_for(batch.stream)
+        if outcome.rejected:
+            with self._cond:  # counted even when the rejections fail the run
+                stats.rejected += outcome.rejected
         try:
             self._check_outcome(batch, body, outcome, ingestion_id)
         except BaseException as exc:
-            self.fail(exc)
+            self.fail(exc, f"Checking ingestion {ingestion_id} of stream '{batch.stream}'")
             return
-        stats = self.stats[batch.stream]
         with self._cond:
             stats.records_verified += body.count - outcome.rejected
-            stats.rejected += outcome.rejected
             stats.finished_at = time.monotonic()
             counts = batch.dataset.unverified_keys
             for key in body.keys or ():  # one pass (Counter.subtract loops in Python too)
@@ -370,7 +390,14 @@ class IngestionPipeline:
                 batch.stream, batch.start + 1, batch.end, len(ids),
                 ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} ... {ids[-1]}",
             )
-            self._tracker.settle(batch.lane, batch.start, batch.end)
+            try:
+                self._tracker.settle(batch.lane, batch.start, batch.end)
+            except BaseException as exc:
+                self.fail(exc, (
+                    f"Releasing STATE after records {batch.start + 1}-{batch.end} of stream "
+                    f"'{batch.stream}' were verified"
+                ))
+                return
         with self._cond:
             if done:
                 self._unverified_batches -= 1

@@ -19,7 +19,7 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_databox.errors import InputError
+from target_databox.errors import InputError, TargetDataboxError, UnexpectedError
 
 logger = logging.getLogger("target-databox")
 
@@ -86,9 +86,16 @@ class DataboxReader(MsgSpecReader):
                 self.on_abort(error)
             raise error from None
         except BaseException as exc:
+            failure = exc
+            if isinstance(exc, Exception) and not isinstance(exc, TargetDataboxError):
+                # A bug: reported as one line naming the input line it happened on.
+                logger.debug("Unexpected error", exc_info=True)
+                failure = UnexpectedError.wrap(exc, f"Processing {self._where()}")
             if self.on_abort is not None:
-                self.on_abort(exc)
-            raise
+                self.on_abort(failure)
+            if failure is exc:
+                raise
+            raise failure from None
 
     def _dispatch(
         self, lines: Iterator[t.Any], callbacks: dict[str, Callable[[dict[str, t.Any]], None]]
@@ -153,14 +160,24 @@ class DataboxReader(MsgSpecReader):
                 text = text.replace(char, f"\\u{ord(char):04x}")
         return text
 
-    def _describe(self, exc: Exception) -> str:
-        """The SDK's complaint about the current line, with where it is and what to do."""
-        where = f"Input line {self.line_number}"
-        message: t.Any = None
+    def _current(self) -> t.Any:
+        """The current line decoded again (error paths only), or None."""
         with contextlib.suppress(msgspec.DecodeError):
-            message = decoder.decode(getattr(self, "_current_message", b"") or b"")
+            return decoder.decode(getattr(self, "_current_message", b"") or b"")
+        return None
+
+    def _where(self, message: t.Any = None) -> str:
+        """'input line N (RECORD of stream 's')'."""
+        message = self._current() if message is None else message
+        where = f"input line {self.line_number}"
         if isinstance(message, dict) and message.get("stream"):
             where += f" ({message.get('type')} of stream '{message.get('stream')}')"
+        return where
+
+    def _describe(self, exc: Exception) -> str:
+        """The SDK's complaint about the current line, with where it is and what to do."""
+        message = self._current()
+        where = "I" + self._where(message)[1:]
         text = " ".join(str(exc).split())
         if isinstance(exc, MissingKeyPropertiesError):
             return (f"{where}: {text}; every record must carry its stream's key properties "

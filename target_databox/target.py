@@ -18,7 +18,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabiliti
 from singer_sdk.mapper import PluginMapper, SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_databox.errors import TargetDataboxError
+from target_databox.errors import OutputError, TargetDataboxError, UnexpectedError
 from target_databox.reader import DataboxReader
 from target_databox.records import encode_json
 from target_databox.runtime import Runtime
@@ -200,8 +200,16 @@ class TargetDatabox(Target):
     def _emit_state(self, text: str) -> None:
         """Write one STATE line: the value's JSON text as the tap sent it."""
         self.logger.info("Emitting STATE after verification: %s", text[:200])
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except OSError as exc:
+            msg = (
+                f"Writing STATE to stdout failed ({type(exc).__name__}: {exc}); whatever reads "
+                "the target's output (Meltano, a pipe) has stopped reading. Re-run from the "
+                "last STATE it received"
+            )
+            raise OutputError(msg) from None
 
     # End of input and signals -----------------------------------------------------------
 
@@ -255,6 +263,10 @@ class TargetDatabox(Target):
             super().invoke(*args, **kwargs)
         except USER_ERRORS as exc:
             cls.logger.error("%s", _one_line(exc))  # one line, by design
+            sys.exit(1)
+        except Exception as exc:  # a bug: still one line, the traceback only at DEBUG
+            cls.logger.debug("Unexpected error", exc_info=True)
+            cls.logger.error("%s", _one_line(UnexpectedError.wrap(exc, "The run")))
             sys.exit(1)
 
     @classmethod

@@ -96,7 +96,9 @@ class IngestionVerifier:
         self._stopped = False
         self.polls = 0
         self.verified = 0
-        self._thread = threading.Thread(target=self._run, name="databox-verifier", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_guarded, name="databox-verifier", daemon=True
+        )
         self._thread.start()
 
     # Producer side --------------------------------------------------------------------
@@ -127,6 +129,16 @@ class IngestionVerifier:
         self._thread.join(timeout=5)
 
     # The thread -------------------------------------------------------------------------
+
+    def _run_guarded(self) -> None:
+        """An exception anywhere in the thread fails the run (a dead verifier would
+        leave every waiter waiting)."""
+        try:
+            self._run()
+        except BaseException as exc:
+            with self._cond:
+                self._stopped = True
+            self._on_failure(exc)
 
     def _run(self) -> None:
         while True:
