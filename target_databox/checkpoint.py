@@ -25,6 +25,9 @@ class Lane:
     """The record counters of one sink (one stream under one SCHEMA)."""
 
     name: str
+    #: Records of the same stream in earlier lanes (a new SCHEMA starts a new lane), so
+    #: that messages can count the stream's records.
+    offset: int = 0
     received: int = 0
     settled: int = 0
     _done: dict[int, int] = field(default_factory=dict)  # start -> end, settled out of order
@@ -53,8 +56,8 @@ class StateTracker:
         self.last_released: Any = None
 
     def new_lane(self, name: str) -> Lane:
-        lane = Lane(name)
         with self._lock:
+            lane = Lane(name, offset=sum(x.received for x in self._lanes if x.name == name))
             self._lanes.append(lane)
         return lane
 
