@@ -209,7 +209,7 @@ class DataboxSink(BatchSink):
 
     def _invalid_record(self, problem: str) -> InputError:
         return InputError(
-            f"{self._where()} does not match the stream's schema: {problem}. Fix the tap "
+            f"{self._where()} does not match its schema: {problem}. Fix the tap "
             "(or its schema), or set validate_records: false to send such records anyway"
         )
 
