@@ -59,6 +59,36 @@ class Batch:
     outstanding: int = 0
     ingestion_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: When duplicates were collapsed: for each row sent, its index among the batch's rows.
+    kept: list[int] | None = None
+
+    def record_number(self, body: RequestBody, index: int) -> int | None:
+        """The stream's record number (1-based) of row `index` of `body`."""
+        if not (isinstance(index, int) and 0 <= index < body.count):
+            return None
+        row = body.first + index
+        if self.kept is not None:
+            row = self.kept[row]
+        return self.lane.offset + self.start + row + 1
+
+    def key_values(self, body: RequestBody, index: int) -> dict[str, Any] | None:
+        """The primary-key values of row `index` of `body` (None without keys)."""
+        names = self.dataset.primary_keys
+        if not names or body.keys is None or not (
+            isinstance(index, int) and 0 <= index < len(body.keys)
+        ):
+            return None
+        return dict(zip(names, body.keys[index], strict=False))
+
+    def describe_row(self, body: RequestBody, index: Any) -> str:
+        """'record 7 (id=7)': a row of a request as the user knows it."""
+        number = self.record_number(body, index)
+        if number is None:
+            return f"a record (index {index!r} in the request)"
+        keys = self.key_values(body, index)
+        if keys:
+            return f"record {number} (" + ", ".join(f"{k}={v!r}" for k, v in keys.items()) + ")"
+        return f"record {number}"
 
 
 @dataclass
@@ -421,7 +451,8 @@ class IngestionPipeline:
             self._on_rejected(batch, body, ingestion_id, outcome)
             return
         first = "; ".join(
-            f"record {e.get('recordIndex')}: {e.get('field')}: {e.get('message')}"
+            f"{batch.describe_row(body, e.get('recordIndex'))}: {e.get('field')}: "
+            f"{e.get('message')}"
             for e in outcome.errors[:3]
         ) or "no error details given"
         msg = (

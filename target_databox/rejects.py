@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -12,7 +13,9 @@ from target_databox.verify import Outcome
 
 
 class RejectedRecordsFile:
-    """Appends `{stream, dataset_id, ingestion_id, record_index, record, field, code, message}`."""
+    """Appends `{stream, record_number, key, dataset_id, ingestion_id, record_index, record,
+    field, code, message}`: `record_number` counts the stream's records (1-based), `key`
+    holds the key properties' values, `record_index` is the row's place in its request."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -27,6 +30,7 @@ class RejectedRecordsFile:
         ingestion_id: str,
         body: RequestBody,
         outcome: Outcome,
+        locate: Callable[[int], tuple[int | None, dict[str, Any] | None]] | None = None,
     ) -> None:
         records = body.records()
         by_index: dict[int, list[dict[str, Any]]] = {}
@@ -37,8 +41,11 @@ class RejectedRecordsFile:
         lines: list[bytes] = []
         for index, errors in sorted(by_index.items()):
             first = errors[0]
+            number, key = locate(index) if locate is not None else (None, None)
             lines.append(encode_json({
                 "stream": stream,
+                "record_number": number,
+                "key": key,
                 "dataset_id": dataset_id,
                 "ingestion_id": ingestion_id,
                 "record_index": index,

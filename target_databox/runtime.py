@@ -97,7 +97,10 @@ class Runtime:
         self, batch: Batch, body: RequestBody, ingestion_id: str, outcome: Outcome
     ) -> None:
         assert self.rejects is not None
-        self.rejects.write(batch.stream, batch.dataset.id, ingestion_id, body, outcome)
+        self.rejects.write(
+            batch.stream, batch.dataset.id, ingestion_id, body, outcome,
+            locate=lambda index: (batch.record_number(body, index), batch.key_values(body, index)),
+        )
 
     def abort(self, exc: BaseException) -> None:
         """Reading failed. What was already sent is still verified (so every STATE it

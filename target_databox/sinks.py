@@ -106,6 +106,8 @@ class DataboxSink(BatchSink):
         self.dataset = self.runtime.resolver.dataset_for(
             stream_name, list(self.key_properties) or None
         )
+        stats = self._pipeline.stats_for(stream_name)  # the summary names it from now on
+        stats.dataset_id, stats.dataset_title = self.dataset.id, self.dataset.title
         self._check_column_types()
 
     def _check_column_types(self) -> None:
@@ -283,8 +285,9 @@ class DataboxSink(BatchSink):
         if not rows:
             return
         keys: list[t.Any] | None = context.get("keys")
+        kept: list[int] | None = None
         if keys is not None:
-            rows, keys = self._last_per_key(rows, keys)
+            rows, keys, kept = self._last_per_key(rows, keys)
         settings = self.runtime.settings
         bodies = list(
             pack(rows, keys, max_records=settings.max_records_per_request,
@@ -293,7 +296,7 @@ class DataboxSink(BatchSink):
         start = int(context["start"])
         batch = Batch(
             stream=self.stream_name, lane=self.lane, start=start,
-            end=start + len(context["rows"]), dataset=self.dataset,
+            end=start + len(context["rows"]), dataset=self.dataset, kept=kept,
         )
         self.runtime.before_ingestion(self.dataset)
         self.runtime.pipeline.submit(batch, bodies)
@@ -323,15 +326,16 @@ class DataboxSink(BatchSink):
 
     def _last_per_key(
         self, rows: list[bytes], keys: list[t.Any]
-    ) -> tuple[list[bytes], list[t.Any]]:
-        """Collapse rows sharing a key: the last one wins (and keeps its place)."""
+    ) -> tuple[list[bytes], list[t.Any], list[int] | None]:
+        """Collapse rows sharing a key: the last one wins (and keeps its place). Also
+        returns, when rows were dropped, the index of each kept row among `rows`."""
         last: dict[t.Any, int] = {}
         for index, key in enumerate(keys):
             last[key] = index
         if len(last) == len(keys):
-            return rows, keys
+            return rows, keys, None
         merged = len(keys) - len(last)
         self.tally_duplicate_merged(merged)
         self.runtime.pipeline.stats_for(self.stream_name).duplicates_merged += merged
         order = sorted(last.values())
-        return [rows[i] for i in order], [keys[i] for i in order]
+        return [rows[i] for i in order], [keys[i] for i in order], order
