@@ -143,6 +143,8 @@ class IngestionPipeline:
             worker.start()
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
+        #: Called once, from the failing thread, when the run first fails.
+        self.on_failure: Callable[[], None] | None = None
         self._in_flight = 0  # bodies submitted and not yet settled
         self._unsent = 0  # bodies queued and not yet through a sender
         self._unverified_bytes = 0
@@ -164,10 +166,13 @@ class IngestionPipeline:
             self._logger.debug("%s failed", what, exc_info=exc)
             exc = UnexpectedError.wrap(exc, what)
         with self._cond:
-            if self._failure is None:
+            first = self._failure is None
+            if first:
                 self._failure = exc
             self._tracker.fail()
             self._cond.notify_all()
+        if first and self.on_failure is not None:
+            self.on_failure()
 
     def _verifier_failed(self, exc: BaseException) -> None:
         self.fail(exc, "The ingestion verifier (settling verified records and releasing STATE)")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import typing as t
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -31,6 +33,9 @@ _SDK_INPUT_ERRORS = (
     InvalidJSONSchema,
 )
 
+
+#: Sent to the main thread to end a blocking read when the run failed in another thread.
+_WAKE_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR1", None)
 
 #: How a Singer message line starts (bytes or text input): such a line is not blank, and
 #: checking that costs no copy of the line.
@@ -64,6 +69,7 @@ class DataboxReader(MsgSpecReader):
         self.stop_requested = False
         self._blocked_in_read = False
         self._warned_types: set[str] = set()
+        self._main_thread_id: int | None = None
         #: Called when reading stops on an exception, before it propagates.
         self.on_abort: Callable[[BaseException], None] | None = None
 
@@ -116,6 +122,24 @@ class DataboxReader(MsgSpecReader):
             stats[kind] += 1
         return Counter(stats)
 
+    def install_wake_signal(self) -> None:
+        """Let other threads end a blocking read (see `wake`); main thread only."""
+        if _WAKE_SIGNAL is None or threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(_WAKE_SIGNAL, lambda signum, frame: self.request_stop())
+        self._main_thread_id = threading.main_thread().ident
+
+    def wake(self) -> None:
+        """Stop reading now, even in the middle of a blocking read: the run failed in
+        another thread, and a tap that sends nothing for a while must not delay that.
+        The signal is sent even when the main thread seems busy: it may be about to read,
+        and the handler only sets a flag unless a read is in progress."""
+        self.stop_requested = True
+        target = self._main_thread_id
+        if target is not None and threading.get_ident() != target and _WAKE_SIGNAL is not None:
+            with contextlib.suppress(OSError, ValueError):
+                signal.pthread_kill(target, _WAKE_SIGNAL)
+
     def request_stop(self) -> None:
         """Called from a signal handler: stop after the current message."""
         self.stop_requested = True
@@ -124,9 +148,13 @@ class DataboxReader(MsgSpecReader):
 
     def _lines(self, stream: t.Iterable[t.Any]) -> Iterator[t.Any]:
         iterator = iter(stream)
-        while not self.stop_requested:
-            self._blocked_in_read = True
+        while True:
             try:
+                # Flag first, then look: a stop requested (and its signal sent) after the
+                # look finds the flag set and interrupts the read; one before, is seen.
+                self._blocked_in_read = True
+                if self.stop_requested:
+                    return
                 line = next(iterator)
             except (StopIteration, _StopReading):
                 return

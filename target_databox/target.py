@@ -89,6 +89,9 @@ class TargetDatabox(Target):
         self._fast_routes: dict[str, DataboxSink | None] = {}
         if isinstance(self.message_reader, DataboxReader):
             self.message_reader.on_abort = self.runtime.abort
+            if not check_only:  # a failure in any thread ends a blocking read at once
+                self.message_reader.install_wake_signal()
+                self.runtime.pipeline.on_failure = self.message_reader.wake
         self.runtime.preflight(create=not check_only)
         if not check_only:
             self.runtime.reporter.start()

@@ -31,18 +31,23 @@ def fail_on(n, name="default"):
 """
 
 
-def run_patched(config: dict[str, Any], messages: list, patch: str, *, timeout: float = 20):
-    """Run target-databox in a subprocess after `patch` (Python code) has run."""
-    path = write_config(config)
+def patched_command(path: str, patch: str) -> list[str]:
+    """Python running target-databox (config at `path`) after `patch` has run."""
     code = (
         PRELUDE + textwrap.dedent(patch)
         + "\nfrom target_databox.target import TargetDatabox\n"
         + f"sys.argv = ['target-databox', '--config', {path!r}]\nTargetDatabox.cli()\n"
     )
+    return [sys.executable, "-c", code]
+
+
+def run_patched(config: dict[str, Any], messages: list, patch: str, *, timeout: float = 20):
+    """Run target-databox in a subprocess after `patch` (Python code) has run."""
+    path = write_config(config)
     text = "".join((m if isinstance(m, str) else json.dumps(m)) + "\n" for m in messages)
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", code], input=text, capture_output=True, text=True,
+            patched_command(path, patch), input=text, capture_output=True, text=True,
             timeout=timeout, env={**os.environ, "PYTHONPATH": os.getcwd()},
         )
     finally:
@@ -255,3 +260,39 @@ def test_an_unexpected_error_on_the_main_thread_names_the_input_line(emulator, c
     run = run_patched(batch_by_batch(config, True), two_batches(), patch)
     assert_failed(run, emulator, "Processing input line 4 (RECORD of stream 'items')",
                   "TypeError: injected shaping bug", states=[])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", list(VERIFY))
+def test_a_failure_ends_the_run_while_the_tap_sends_nothing(emulator, config, mode):
+    """The tap has sent a batch and then waits (its stdout stays open): a sender failure
+    must still end the run at once, not when the tap next writes."""
+    patch = """
+    from target_databox.pipeline import IngestionPipeline
+    def _ingest(self, dataset, body):
+        raise RuntimeError("injected sender failure")
+    IngestionPipeline._ingest = _ingest
+    """
+    path = write_config({**config, "batch_size_rows": 5, "verify_ingestions": VERIFY[mode]})
+    proc = subprocess.Popen(
+        patched_command(path, patch), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert proc.stdin is not None
+        # One batch (the SCHEMA and five records), then the tap goes quiet.
+        proc.stdin.write("".join(json.dumps(m) + "\n" for m in two_batches()[:6]))
+        proc.stdin.flush()
+        returncode = proc.wait(timeout=15)  # stderr stays far below a pipe's buffer
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        run = TargetRun(returncode, proc.stdout.read(), proc.stderr.read())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        os.unlink(path)
+    assert_key_hidden(run.stdout, run.stderr)
+    assert_failed(run, emulator, "Sending records of stream 'items'",
+                  "RuntimeError: injected sender failure", states=[])
