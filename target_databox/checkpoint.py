@@ -31,6 +31,9 @@ class Lane:
     received: int = 0
     settled: int = 0
     _done: dict[int, int] = field(default_factory=dict)  # start -> end, settled out of order
+    #: (records received, first and last input line seen with that count), taken at
+    #: messages other than RECORD: where a record was in the input, at no per-record cost.
+    marks: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def unsettled(self) -> int:
@@ -54,10 +57,15 @@ class StateTracker:
         self._failed = False
         self.released = 0
         self.last_released: Any = None
+        #: The input line being processed (set by the target): for `input_lines`.
+        self.current_line: Callable[[], int] | None = None
 
     def new_lane(self, name: str) -> Lane:
         with self._lock:
             lane = Lane(name, offset=sum(x.received for x in self._lanes if x.name == name))
+            if self.current_line is not None:
+                line = self.current_line()
+                lane.marks.append((0, line, line))
             self._lanes.append(lane)
         return lane
 
@@ -79,6 +87,40 @@ class StateTracker:
             while lane.settled in lane._done:
                 lane.settled = lane._done.pop(lane.settled)
             self._release()
+
+    def mark_lines(self) -> None:
+        """Note every lane's count at the current input line (a message other than a
+        RECORD: SCHEMA, STATE, ACTIVATE_VERSION), for `input_lines`."""
+        if self.current_line is None:
+            return
+        line = self.current_line()
+        with self._lock:
+            for lane in self._lanes:
+                marks = lane.marks
+                if marks and marks[-1][0] == lane.received:
+                    marks[-1] = (lane.received, marks[-1][1], line)
+                else:
+                    marks.append((lane.received, line, line))
+
+    def input_lines(self, lane: Lane, position: int) -> tuple[int, int] | None:
+        """The input lines (first, last) that hold record `position` (1-based) of `lane`:
+        one line when every line between the two nearest marks was a record of this lane,
+        else the narrowest range the marks allow; None when unknown."""
+        received = lane.received  # before the line: all of these were read by then
+        now = self.current_line() if self.current_line is not None else None
+        with self._lock:
+            marks = list(lane.marks)
+        if now is not None:
+            marks.append((received, now + 1, now + 1))
+        below = [m for m in marks if m[0] < position]
+        above = [m for m in marks if m[0] >= position]
+        if not below or not above:
+            return None
+        count_before, _, last_line = below[-1]
+        count_after, first_line, _ = above[0]
+        low = last_line + (position - count_before)
+        high = first_line - 1 - (count_after - position)
+        return (low, high) if low <= high else None
 
     def fail(self) -> None:
         with self._lock:

@@ -80,15 +80,28 @@ class Batch:
             return None
         return dict(zip(names, body.keys[index], strict=False))
 
-    def describe_row(self, body: RequestBody, index: Any) -> str:
-        """'record 7 (id=7)': a row of a request as the user knows it."""
+    def input_lines(
+        self, tracker: StateTracker, body: RequestBody, index: int
+    ) -> tuple[int, int] | None:
+        """The input lines (first, last) that may hold row `index` of `body`."""
+        number = self.record_number(body, index)
+        if number is None:
+            return None
+        return tracker.input_lines(self.lane, number - self.lane.offset)
+
+    def describe_row(self, tracker: StateTracker, body: RequestBody, index: Any) -> str:
+        """'record 7 (input line 9, id=7)': a row of a request as the user knows it."""
         number = self.record_number(body, index)
         if number is None:
             return f"a record (index {index!r} in the request)"
+        details = []
+        lines = self.input_lines(tracker, body, index)
+        if lines is not None:
+            low, high = lines
+            details.append(f"input line {low}" if low == high else f"input lines {low}-{high}")
         keys = self.key_values(body, index)
-        if keys:
-            return f"record {number} (" + ", ".join(f"{k}={v!r}" for k, v in keys.items()) + ")"
-        return f"record {number}"
+        details += [f"{k}={v!r}" for k, v in (keys or {}).items()]
+        return f"record {number}" + (f" ({', '.join(details)})" if details else "")
 
 
 @dataclass
@@ -456,7 +469,8 @@ class IngestionPipeline:
             self._on_rejected(batch, body, ingestion_id, outcome)
             return
         first = "; ".join(
-            f"{batch.describe_row(body, e.get('recordIndex'))}: {e.get('field')}: "
+            f"{batch.describe_row(self._tracker, body, e.get('recordIndex'))}: "
+            f"{e.get('field')}: "
             f"{e.get('message')}"
             for e in outcome.errors[:3]
         ) or "no error details given"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from target_databox.bodies import RequestBody
 from target_databox.checkpoint import StateTracker
@@ -97,9 +98,17 @@ class Runtime:
         self, batch: Batch, body: RequestBody, ingestion_id: str, outcome: Outcome
     ) -> None:
         assert self.rejects is not None
+        def locate(index: int) -> dict[str, Any]:
+            lines = batch.input_lines(self.tracker, body, index)
+            return {
+                "record_number": batch.record_number(body, index),
+                "input_line": lines[0] if lines and lines[0] == lines[1] else None,
+                "input_lines": list(lines) if lines else None,
+                "key": batch.key_values(body, index),
+            }
+
         self.rejects.write(
-            batch.stream, batch.dataset.id, ingestion_id, body, outcome,
-            locate=lambda index: (batch.record_number(body, index), batch.key_values(body, index)),
+            batch.stream, batch.dataset.id, ingestion_id, body, outcome, locate=locate
         )
 
     def abort(self, exc: BaseException) -> None:

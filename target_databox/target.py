@@ -92,6 +92,8 @@ class TargetDatabox(Target):
             if not check_only:  # a failure in any thread ends a blocking read at once
                 self.message_reader.install_wake_signal()
                 self.runtime.pipeline.on_failure = self.message_reader.wake
+            reader = self.message_reader
+            self.runtime.tracker.current_line = lambda: reader.line_number
         self.runtime.preflight(create=not check_only)
         if not check_only:
             self.runtime.reporter.start()
@@ -152,6 +154,7 @@ class TargetDatabox(Target):
 
     # Routes change when a SCHEMA (re)defines a stream; a rebuilt sink is noticed per record.
     def _process_schema_message(self, message_dict: dict[str, t.Any]) -> None:
+        self.runtime.tracker.mark_lines()  # where records were: see StateTracker.input_lines
         self._fast_routes.clear()
         super()._process_schema_message(message_dict)
         self._fast_routes.clear()
@@ -193,6 +196,7 @@ class TargetDatabox(Target):
         not logged (this target adds no such column; the SDK said it on every message,
         so twice per stream), and "not enabled" is said once per stream."""
         self._assert_line_requires(message_dict, requires={"stream", "version"})
+        self.runtime.tracker.mark_lines()
         stream_name = message_dict["stream"]
         maps = self.mapper.stream_maps.get(stream_name)
         if maps is None:
@@ -218,6 +222,7 @@ class TargetDatabox(Target):
 
     def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
         self._assert_line_requires(message_dict, requires={"value"})
+        self.runtime.tracker.mark_lines()
         text = self._state_text(message_dict["value"])
         if self._latest_state_text == text:
             return

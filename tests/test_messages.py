@@ -116,7 +116,7 @@ def test_a_rejection_names_the_streams_record_and_its_key(emulator, config):
     assert len(run.error_lines) == 1, run.error_lines
     line = run.error_lines[0]
     assert "Databox rejected 1 of 2 records" in line, line
-    assert "record 4 (id=3): v:" in line, line
+    assert "record 4 (input line 5, id=3): v:" in line, line
     assert "record 0" not in line
     assert run.states == []
     # The summary and the metrics count the rejection that failed the run.
@@ -134,6 +134,8 @@ def test_the_rejected_records_file_names_record_number_and_key(emulator, config,
     assert len(lines) == 1
     entry = lines[0]
     assert entry["record_number"] == 4
+    assert entry["input_line"] == 5
+    assert entry["input_lines"] == [5, 5]
     assert entry["key"] == {"id": 3}
     assert entry["record_index"] == 0
     assert entry["record"]["id"] == 3
@@ -152,5 +154,20 @@ def test_a_keyless_rejection_names_the_streams_record(emulator, config):
     run = run_target({**config, "max_records_per_request": 2}, messages)
     assert run.returncode != 0
     line = run.error_lines[0]
-    assert "record 4: v:" in line, line
+    assert "record 4 (input line 5): v:" in line, line
     assert ", 1 rejected," in summary_line(run.stderr, "notes")
+
+
+@pytest.mark.timeout(60)
+def test_interleaved_streams_give_the_lines_that_may_hold_the_record(emulator, config):
+    """Input lines are known without per-record bookkeeping, from marks taken at SCHEMA
+    and STATE messages: exact when the lines between two marks were all records of the
+    stream, else the narrowest range that surely holds the record."""
+    messages = [schema("a", LOOSE), schema("b", LOOSE)]
+    for i in range(1, 4):
+        messages += [record("a", id=i, v="text" if i == 3 else i), record("b", id=i, v=i)]
+    run = run_target({**config, "max_records_per_request": 2}, messages)
+    assert run.returncode != 0
+    line = run.error_lines[0]
+    assert "Stream 'a'" in line, line
+    assert "record 3 (input lines 5-8): v:" in line, line  # it is on line 7
