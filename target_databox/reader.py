@@ -70,6 +70,7 @@ class DataboxReader(MsgSpecReader):
         self._blocked_in_read = False
         self._warned_types: set[str] = set()
         self._main_thread_id: int | None = None
+        self._woken = False
         #: Called when reading stops on an exception, before it propagates.
         self.on_abort: Callable[[BaseException], None] | None = None
 
@@ -126,7 +127,7 @@ class DataboxReader(MsgSpecReader):
         """Let other threads end a blocking read (see `wake`); main thread only."""
         if _WAKE_SIGNAL is None or threading.current_thread() is not threading.main_thread():
             return
-        signal.signal(_WAKE_SIGNAL, lambda signum, frame: self.request_stop())
+        signal.signal(_WAKE_SIGNAL, self._on_wake_signal)
         self._main_thread_id = threading.main_thread().ident
 
     def wake(self) -> None:
@@ -134,11 +135,17 @@ class DataboxReader(MsgSpecReader):
         another thread, and a tap that sends nothing for a while must not delay that.
         The signal is sent even when the main thread seems busy: it may be about to read,
         and the handler only sets a flag unless a read is in progress."""
+        self._woken = True
         self.stop_requested = True
         target = self._main_thread_id
         if target is not None and threading.get_ident() != target and _WAKE_SIGNAL is not None:
             with contextlib.suppress(OSError, ValueError):
                 signal.pthread_kill(target, _WAKE_SIGNAL)
+
+    def _on_wake_signal(self, signum: int, frame: t.Any) -> None:
+        """Only `wake` stops reading: a SIGUSR1 from elsewhere is ignored."""
+        if self._woken:
+            self.request_stop()
 
     def request_stop(self) -> None:
         """Called from a signal handler: stop after the current message."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import TargetRun, assert_key_hidden, record, schema, state, write_config
+from tests.support import (
+    TargetRun,
+    assert_key_hidden,
+    record,
+    schema,
+    start_target,
+    state,
+    write_config,
+)
 
 ITEMS = {"id": {"type": "integer"}, "name": {"type": "string"}}
 VERIFY = {"verified": True, "unverified": False}
@@ -296,3 +305,36 @@ def test_a_failure_ends_the_run_while_the_tap_sends_nothing(emulator, config, mo
     assert_key_hidden(run.stdout, run.stderr)
     assert_failed(run, emulator, "Sending records of stream 'items'",
                   "RuntimeError: injected sender failure", states=[])
+
+
+@pytest.mark.timeout(60)
+def test_a_sigusr1_from_elsewhere_is_ignored(emulator, config):
+    """The target wakes its own reading thread with SIGUSR1 after a failure; the same
+    signal from outside (nothing failed) neither stops nor kills the run."""
+    proc, path = start_target(config)
+    try:
+        assert proc.stdin is not None
+        assert proc.stderr is not None
+        messages = two_batches()
+        proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages[:3]))
+        proc.stdin.flush()
+        seen = []
+        while not any("created dataset" in line for line in seen):  # past start-up
+            line = proc.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(
+            "".join(json.dumps(m) + "\n" for m in messages[3:]), timeout=30
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.unlink(path)
+    run = TargetRun(proc.returncode, out, "".join(seen) + err)
+    assert_key_hidden(run.stdout, run.stderr)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.states == [{"items": 10}]
+    dataset = emulator.find_dataset("items")
+    assert sorted(r["id"] for r in emulator.rows(dataset["id"])) == list(range(1, 11))
