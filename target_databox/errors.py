@@ -119,10 +119,10 @@ class UnexpectedError(TargetDataboxError):
             return exc
         detail = " ".join(str(exc).split()) or "no message"
         wrapped = cls(
-            f"{what} failed unexpectedly ({type(exc).__name__}: {detail[:300]}); no STATE "
-            "past what was verified was emitted, so re-running from the last STATE is "
-            "safe. This is a target-databox bug: please report it (LOGLEVEL=DEBUG shows "
-            "the traceback)"
+            f"{what} failed unexpectedly ({type(exc).__name__}: {detail[:300]}); nothing "
+            "after the last STATE the target wrote was checkpointed, so re-running from it "
+            "is safe. This looks like a target-databox bug: please report it "
+            "(LOGLEVEL=DEBUG shows the traceback)"
         )
         wrapped.__cause__ = exc
         return wrapped

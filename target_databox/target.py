@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -247,6 +248,9 @@ class TargetDatabox(Target):
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
         except OSError as exc:
+            with contextlib.suppress(OSError, ValueError):  # no second error at exit
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
             msg = (
                 f"Writing STATE to stdout failed ({type(exc).__name__}: {exc}); whatever reads "
                 "the target's output (Meltano, a pipe) has stopped reading. Re-run from the "
