@@ -252,10 +252,10 @@ class DataboxSink(BatchSink):
         data = encode_json(row)
         if len(data) > self._max_row_bytes:
             msg = (
-                f"Stream '{self.stream_name}', record {position} "
-                f"({self.shaper.describe_key(record)}) is {len(data):,} bytes as JSON, more "
-                f"than max_request_bytes ({self.runtime.settings.max_request_bytes:,}) allows "
-                "for one request; shrink or drop its large fields with a stream map"
+                f"{self._where()} ({self.shaper.describe_key(record)}) is {len(data):,} "
+                "bytes as JSON, more than max_request_bytes "
+                f"({self.runtime.settings.max_request_bytes:,}) allows for one request; "
+                "shrink or drop its large fields with a stream map"
             )
             raise InputError(msg)
         rows = context.get("rows")
@@ -269,7 +269,7 @@ class DataboxSink(BatchSink):
             key = self.shaper.key_of(row)
             if None in key:
                 msg = (
-                    f"Stream '{self.stream_name}', record {position}: key property value is "
+                    f"{self._where()}: key property value is "
                     f"null ({self.shaper.describe_key(record)}); Databox rejects rows without "
                     "a primary key value"
                 )
