@@ -101,6 +101,13 @@ class StateTracker:
                     marks[-1] = (lane.received, marks[-1][1], line)
                 else:
                     marks.append((lane.received, line, line))
+                # Records up to `settled` are past any rejection: keep one mark at or below
+                # it, so taps that send a STATE per record do not grow this without bound.
+                done = 0
+                while done + 1 < len(marks) and marks[done + 1][0] <= lane.settled:
+                    done += 1
+                if done:
+                    del marks[:done]
 
     def input_lines(self, lane: Lane, position: int) -> tuple[int, int] | None:
         """The input lines (first, last) that hold record `position` (1-based) of `lane`:

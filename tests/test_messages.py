@@ -171,3 +171,25 @@ def test_interleaved_streams_give_the_lines_that_may_hold_the_record(emulator, c
     line = run.error_lines[0]
     assert "Stream 'a'" in line, line
     assert "record 3 (input lines 5-8): v:" in line, line  # it is on line 7
+
+
+def test_line_marks_stay_bounded_when_a_tap_sends_a_state_per_record():
+    from target_databox.checkpoint import StateTracker
+
+    line = 0
+    tracker = StateTracker(lambda value: None)
+    tracker.current_line = lambda: line
+    lane = tracker.new_lane("s")
+    for n in range(1, 1001):
+        line += 1  # a record
+        lane.received += 1
+        tracker.settle(lane, n - 1, n)
+        line += 1  # a STATE
+        tracker.mark_lines()
+    assert len(lane.marks) <= 2
+    # An unsettled record keeps what locates it: record 1001 on line 2001.
+    line += 1
+    lane.received += 1
+    line += 1
+    tracker.mark_lines()
+    assert tracker.input_lines(lane, 1001) == (2001, 2001)
