@@ -1,5 +1,6 @@
 # Shared by the scripts: make a virtualenv and install into it (uv when available, else pip).
-# usage: ensure_venv DIR PACKAGE...
+
+# usage: ensure_venv DIR PACKAGE...   (tools outside the project: Meltano, taps)
 ensure_venv() {
   local dir=$1; shift
   if [ ! -x "$dir/bin/python" ]; then
@@ -12,5 +13,25 @@ ensure_venv() {
   else
     "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$dir/bin/python" -m pip install -q "$@"
+  fi
+}
+
+# usage: sync_project DIR [EXTRA...]   (this project, editable, e.g. `sync_project .venv dev`)
+# With uv: exactly the versions in uv.lock (--frozen: the lock is used as committed, never
+# re-resolved; `uv lock --check` in .ci/run keeps it in step with pyproject.toml).
+# --inexact: packages installed beside the project (actionlint in CI) are left alone.
+# Without uv: pip, within pyproject.toml's version ranges (not locked).
+sync_project() {
+  local dir=$1; shift
+  if command -v uv >/dev/null 2>&1; then
+    local extras=() extra
+    for extra in "$@"; do extras+=(--extra "$extra"); done
+    UV_PROJECT_ENVIRONMENT="$dir" uv sync -q --frozen --inexact --compile-bytecode \
+      "${extras[@]}"
+  else
+    local spec=.
+    if [ $# -gt 0 ]; then spec=".[$(IFS=,; echo "$*")]"; fi
+    echo "uv not found: installing with pip within pyproject.toml's ranges (uv.lock unused)" >&2
+    ensure_venv "$dir" -e "$spec"
   fi
 }

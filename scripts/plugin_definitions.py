@@ -3,7 +3,10 @@
 The target's own `--about --format=json` is the single source of truth for settings and
 capabilities; three files repeat it for people and tools that cannot run the target:
 
-- the Meltano Hub definition `hub/loaders/target-databox/target-databox.yml`;
+- the Meltano Hub definition `hub/loaders/target-databox/target-databox.yml`, in the Hub's own
+  format (what the Hub's `hub_utils/yaml_lint.py` writes: keys, capabilities and settings
+  sorted; nested settings such as `batch_config.encoding.format` spelled out), ready to be
+  copied to the Hub's `_data/meltano/loaders/target-databox/target-databox.yml`;
 - the `target-databox` loader block in `meltano.yml` (between the marker comments);
 - the settings table in README.md (`--about --format=markdown`, settings part).
 
@@ -36,7 +39,7 @@ END = "# <<< target-databox loader\n"
 #: Where the settings table sits in the README: the line introducing it, then the table.
 README_TABLE_INTRO = "Output of `target-databox --about --format=markdown` (settings part):\n"
 
-ACRONYMS = {"api": "API", "url": "URL", "id": "ID", "ca": "CA"}
+ACRONYMS = {"api": "API", "url": "URL", "id": "ID", "ca": "CA", "jsonl": "JSONL", "gzip": "GZIP"}
 # Number settings are declared `integer`, not `decimal`: Meltano 4.4 turns a `decimal` value
 # given as text (an environment variable, `meltano config set`) into a Decimal that it then
 # fails to serialize into the plugin's config (TypeError). With `integer` whole numbers work
@@ -50,6 +53,13 @@ KINDS = {
     "array": "array",
 }
 
+#: The distribution on the package index (pyproject.toml `name`). Not `target-databox`: that
+#: name belongs to hotgluexyz/target-databox's setup.py, a different project.
+DISTRIBUTION = "target-databox-ingestion"
+#: Where the Hub serves logos from; the file itself is hub/assets/logos/loaders/databox.svg
+#: (copied to the Hub's static/assets/logos/loaders/ with the definition).
+LOGO_URL = "/assets/logos/loaders/databox.svg"
+
 HUB_METADATA: dict[str, Any] = {
     "name": "target-databox",
     "namespace": "target_databox",
@@ -57,14 +67,20 @@ HUB_METADATA: dict[str, Any] = {
     "label": "Databox",
     "description": "Databox datasets, loaded through the Ingestion API v1",
     "domain_url": "https://databox.com",
+    "logo_url": LOGO_URL,
     "repo": "https://github.com/target-databox/target-databox",
     "docs": "https://github.com/target-databox/target-databox#readme",
-    "pip_url": "target-databox",
+    "pip_url": DISTRIBUTION,
     "executable": "target-databox",
     "maintenance_status": "beta",
+    # The Hub's rating rule (hub_utils/meltano_util.py, get_quality) for a community variant
+    # built on the SDK: silver, gold once at least six projects use it.
+    "quality": "silver",
     "keywords": ["meltano_sdk", "databox", "api", "analytics", "dashboards"],
     "settings_group_validation": [["api_key"]],
 }
+#: Object settings whose parts get no settings of their own (as the Hub's generator does).
+WHOLE_OBJECTS = {"stream_maps"}
 
 
 def about(fmt: str) -> str:
@@ -78,19 +94,43 @@ def about(fmt: str) -> str:
 def label(name: str, schema: dict[str, Any]) -> str:
     if schema.get("title"):
         return str(schema["title"])
-    return " ".join(ACRONYMS.get(word, word.capitalize()) for word in name.split("_"))
+    words = name.replace(".", "_").split("_")
+    return " ".join(ACRONYMS.get(word, word.capitalize()) for word in words)
+
+
+def types_of(schema: dict[str, Any]) -> list[str]:
+    """The non-null JSON types a property allows, its `oneOf`/`anyOf` branches included."""
+    types = schema.get("type", [])
+    found = [types] if isinstance(types, str) else list(types)
+    for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
+        if isinstance(branch, dict):
+            found += [t for t in types_of(branch) if t not in found]
+    return [t for t in found if t != "null"]
 
 
 def kind(schema: dict[str, Any]) -> str:
     """The Meltano setting kind for one JSON-schema property of `--about`."""
     if "enum" in schema:
         return "options"
-    types = schema.get("type", [])
-    types = [types] if isinstance(types, str) else types
-    concrete = [t for t in types if t != "null"]
+    concrete = types_of(schema)
     if len(concrete) == 1 and concrete[0] in KINDS:
         return KINDS[concrete[0]]
+    if "array" in concrete:  # e.g. faker_config.locale: one locale or a list (Hub: array)
+        return "array"
     return "string"
+
+
+def flatten(properties: dict[str, Any], prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """(setting name, schema) pairs: an object with declared properties becomes one setting per
+    leaf (`batch_config.encoding.format`), as in the Hub's gold loaders, so that Meltano can set,
+    list and validate each part; other objects (`stream_maps`, `stream_map_config`) stay whole."""
+    flat: list[tuple[str, dict[str, Any]]] = []
+    for name, schema in properties.items():
+        if schema.get("properties") and "object" in types_of(schema) and name not in WHOLE_OBJECTS:
+            flat += flatten(schema["properties"], f"{prefix}{name}.")
+        else:
+            flat.append((prefix + name, schema))
+    return flat
 
 
 def setting(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -111,11 +151,26 @@ def setting(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def sorted_deep(data: Any) -> Any:
+    """Mappings with sorted keys, all the way down (the Hub's yamllint `key-ordering` rule)."""
+    if isinstance(data, dict):
+        return {key: sorted_deep(data[key]) for key in sorted(data)}
+    if isinstance(data, list):
+        return [sorted_deep(item) for item in data]
+    return data
+
+
 def definitions(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Hub definition, meltano.yml loader block) for the `--about --format=json` output."""
-    settings = [setting(n, s) for n, s in info["settings"]["properties"].items()]
+    settings = [setting(n, s) for n, s in flatten(info["settings"]["properties"])]
     capabilities = list(info["capabilities"])
-    hub = {**HUB_METADATA, "capabilities": capabilities, "settings": settings}
+    hub = sorted_deep({
+        **HUB_METADATA,
+        "capabilities": sorted(capabilities),
+        "settings": sorted(settings, key=lambda entry: str(entry["name"])),
+        "settings_group_validation": [sorted(g) for g in HUB_METADATA["settings_group_validation"]],
+        "supported_python_versions": info.get("supported_python_versions") or [],
+    })
     loader = {
         "name": "target-databox",
         "namespace": "target_databox",
@@ -135,13 +190,9 @@ def dump(data: Any, indent: int = 0) -> str:
 
 
 def hub_text(hub: dict[str, Any]) -> str:
-    header = (
-        "# Meltano Hub definition of the loader (same layout as the Hub's\n"
-        "# _data/meltano/loaders/target-databox/target-databox.yml).\n"
-        "# Generated from `target-databox --about --format=json` by\n"
-        "# scripts/plugin_definitions.py; edit target_databox/settings.py, then rerun it.\n"
-    )
-    return header + dump(hub)
+    """The file as the Hub stores it (no comment: it is copied there as is; hub/README.md says
+    where it comes from)."""
+    return dump(hub)
 
 
 def meltano_text(current: str, loader: dict[str, Any]) -> str:

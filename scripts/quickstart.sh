@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 
 echo "==> Installing target-databox into .venv and tap-jsonl into .venv-tap-jsonl"
-ensure_venv .venv -e .
+sync_project .venv
 ensure_venv .venv-tap-jsonl "tap-jsonl==0.3.1"
 
 work=$(mktemp -d)

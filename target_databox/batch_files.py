@@ -12,13 +12,13 @@ import importlib.util
 import typing as t
 from collections.abc import Iterator, Sequence
 
-from singer_sdk.helpers._batch import BatchConfig, BatchFileFormat, StorageTarget
 from singer_sdk.singerlib.json import deserialize_json
 
 from target_databox.errors import InputError
+from target_databox.sdk_boundary import BatchFileFormat, StorageTarget
 
 if t.TYPE_CHECKING:
-    from singer_sdk.helpers._batch import BaseBatchFileEncoding
+    from target_databox.sdk_boundary import BaseBatchFileEncoding, BatchConfig
 
 
 def read_batch_files(

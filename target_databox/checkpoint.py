@@ -29,6 +29,8 @@ class Lane:
     #: that messages can count the stream's records.
     offset: int = 0
     received: int = 0
+    #: False for a lane that only holds STATE back (a table-version spool): not a stream.
+    listed: bool = True
     settled: int = 0
     _done: dict[int, int] = field(default_factory=dict)  # start -> end, settled out of order
     #: (records received, first and last input line seen with that count), taken at
@@ -49,8 +51,16 @@ class _PendingState:
 class StateTracker:
     """Thread-safe: lanes settle from worker threads, states arrive on the main thread."""
 
-    def __init__(self, write: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        write: Callable[[Any], None],
+        *,
+        before_release: Callable[[], None] | None = None,
+    ) -> None:
+        """`before_release` runs before each STATE is written (e.g. fsync the rejected
+        records file, so no STATE passes records that are not durably kept)."""
         self._write = write
+        self._before_release = before_release
         self._lock = threading.RLock()
         self._lanes: list[Lane] = []
         self._pending: deque[_PendingState] = deque()
@@ -60,9 +70,10 @@ class StateTracker:
         #: The input line being processed (set by the target): for `input_lines`.
         self.current_line: Callable[[], int] | None = None
 
-    def new_lane(self, name: str) -> Lane:
+    def new_lane(self, name: str, *, listed: bool = True) -> Lane:
         with self._lock:
-            lane = Lane(name, offset=sum(x.received for x in self._lanes if x.name == name))
+            offset = sum(x.received for x in self._lanes if x.name == name and x.listed)
+            lane = Lane(name, offset=offset, listed=listed)
             if self.current_line is not None:
                 line = self.current_line()
                 lane.marks.append((0, line, line))
@@ -70,8 +81,9 @@ class StateTracker:
         return lane
 
     def lanes(self) -> list[Lane]:
+        """The streams' lanes (for progress and summaries)."""
         with self._lock:
-            return list(self._lanes)
+            return [lane for lane in self._lanes if lane.listed]
 
     def add_state(self, value: Any) -> None:
         """Track a STATE from the input; `value` is handed to `write` unchanged."""
@@ -151,6 +163,13 @@ class StateTracker:
         ):
             newest = self._pending.popleft()
         if newest is not None:
+            if self._before_release is not None:
+                try:
+                    self._before_release()
+                except BaseException:
+                    self._failed = True
+                    self._pending.appendleft(newest)
+                    raise
             try:
                 self._write(newest.value)
             except Exception as exc:

@@ -3,25 +3,36 @@
 It knows HTTP, auth, Databox's error envelope, retries and pacing, and nothing about
 Singer. Every request goes through one shared `RequestPacer`, so status polls and lookups
 spend the same budget as ingestions, exactly as Databox counts them.
+
+HTTP goes through one `requests.Session` with an `HTTPAdapter` pool. Its environment
+(`HTTPS_PROXY`, `NO_PROXY`, `REQUESTS_CA_BUNDLE`) is read once, when the client is built;
+redirects are never followed (the key must not travel to another host), and the adapter
+itself never retries: retries are ours, by the rules below.
 """
 
 from __future__ import annotations
 
+import email.utils
+import http.cookiejar
 import ipaddress
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import typing as t
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import backoff
-import certifi
-import urllib3
+import requests
+import requests.adapters
+import requests.utils
+import urllib3.exceptions
 
 from target_databox.errors import (
     ApiErrorDetail,
@@ -108,33 +119,21 @@ class DataboxClient:
         self._base = check_api_url(api_url)
         if ca_bundle and not os.path.exists(ca_bundle):
             msg = (f"ca_bundle {ca_bundle!r} does not exist; point it at a PEM file of CA "
-                   "certificates (or remove it to use the system's)")
+                   "certificates (or remove it to use REQUESTS_CA_BUNDLE or certifi's CAs)")
             raise ConfigurationError(msg)
         self._pacer = pacer
         self._retry = retry or RetryPolicy()
         self._logger = logger or logging.getLogger(__name__)
-        # urllib3 (requests' own transport) directly: a request costs about a third of the
-        # CPU it takes through requests.Session, which matters at hundreds of requests/s.
-        # Certificates are always verified; no proxies, no redirects, no hidden retries.
-        # One pool for the one host (not a PoolManager: that parses and normalizes every
-        # URL again); paths are sent relative to it and never leave it.
-        tls = (
-            {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_bundle or certifi.where()}
-            if self._base.startswith("https:") else {}
-        )
-        self._http = urllib3.connection_from_url(
-            self._base,
-            maxsize=pool_size,
-            retries=False,
-            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
-            **tls,
-        )
-        self._path_prefix = urlsplit(self._base).path
+        self._timeout = timeout
+        self._session = _session(self._base, ca_bundle, pool_size)
+        if self.proxy:
+            self._logger.info("Requests to %s go through the proxy %s", self._base, self.proxy)
         # The retrying senders, built once (building them per request costs more than
         # the request's own bookkeeping): with and without retries of ambiguous failures.
         self._senders = {flag: self._retrying(retry_ambiguous=flag) for flag in (True, False)}
         self._headers = {
-            "x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json"
+            **requests.utils.default_headers(),  # Accept-Encoding, keep-alive
+            "x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json",
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self.stats = ClientStats()
@@ -151,8 +150,17 @@ class DataboxClient:
     def retry_policy(self) -> RetryPolicy:
         return self._retry
 
+    @property
+    def proxy(self) -> str | None:
+        """The proxy requests go through (from the environment), without credentials."""
+        proxy = requests.utils.select_proxy(self._base, self._session.proxies)
+        if not proxy:
+            return None
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or 80}"
+
     def close(self) -> None:
-        self._http.close()
+        self._session.close()
 
     # Endpoints -------------------------------------------------------------------------
 
@@ -238,12 +246,16 @@ class DataboxClient:
         return AcceptedIngestion(ingestion_id, answer.get("requestId"), len(retries))
 
     def list_ingestions(
-        self, dataset_id: str, *, page: int = 1, page_size: int = 100
+        self, dataset_id: str, *, page: int = 1, page_size: int | None = 100
     ) -> dict[str, Any]:
+        """One page of the ingestion list; `page_size=None` leaves it to Databox."""
+        params: dict[str, int] = {"page": page}
+        if page_size is not None:
+            params["pageSize"] = page_size
         return self._call(
             "GET",
             f"/v1/datasets/{dataset_id}/ingestions",
-            params={"page": page, "pageSize": page_size},
+            params=params,
             operation="ingestion status listing",
         )
 
@@ -361,34 +373,55 @@ class DataboxClient:
             self.stats.requests += 1
             if is_ingestion:
                 self.stats.ingestion_requests += 1
-        url = self._path_prefix + path
+        url = self._base + path
         if params:
             url += "?" + urlencode(params)
         if json_body is not None:
             data = json.dumps(json_body).encode("utf-8")
+        # Prepared here and sent through the Session: its per-request merging (session
+        # headers, cookies, the environment read once at start) has nothing to add.
+        request = requests.PreparedRequest()
         try:
-            response = self._http.urlopen(
-                method,
-                url,
-                body=data,
+            request.prepare(
+                method=method,
+                url=url,
+                data=data,
                 headers=self._json_headers if data is not None else self._headers,
-                redirect=False,  # never carry the key to another host
-                assert_same_host=False,
             )
-        except urllib3.exceptions.SSLError as exc:
-            msg = f"TLS verification of {self._base} failed ({_reason(exc)}); set ca_bundle"
-            raise ConfigurationError(msg) from None
-        except urllib3.exceptions.ConnectTimeoutError as exc:  # incl. NewConnectionError
-            raise DataboxConnectionError(operation, _reason(exc),
-                                         may_have_been_applied=False) from None
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise DataboxConnectionError(operation, _reason(exc),
-                                         may_have_been_applied=True) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise DataboxConnectionError(
-                operation, _reason(exc), may_have_been_applied=_maybe_sent(exc)
-            ) from None
-        return self._decode(_Answer(response.status, response.headers, response.data), operation)
+            response = self._session.send(
+                request,
+                timeout=self._timeout,
+                allow_redirects=False,  # never carry the key to another host
+            )
+        except requests.exceptions.RequestException as exc:
+            raise self._transport_error(exc, operation) from None
+        return self._decode(_Answer(response.status_code, response.headers, response.content),
+                            operation)
+
+    def _transport_error(
+        self, exc: requests.exceptions.RequestException, operation: str
+    ) -> Exception:
+        """No HTTP answer: a configuration error, or a drop that may have been applied."""
+        reason = _reason(exc)
+        if _caused_by(exc, ssl.SSLCertVerificationError):
+            msg = f"TLS verification of {self._base} failed ({reason}); set ca_bundle"
+            return ConfigurationError(msg)
+        if isinstance(exc, requests.exceptions.ProxyError):
+            # Nothing reached Databox: the proxy or its tunnel failed.
+            if "407" in reason:
+                msg = (f"the proxy {self.proxy} asks for authentication ({reason}); put "
+                       "user:password@ in HTTPS_PROXY")
+                return ConfigurationError(msg)
+            return DataboxConnectionError(operation, reason, may_have_been_applied=False)
+        if isinstance(exc, requests.exceptions.ConnectTimeout) or _caused_by(
+            exc, urllib3.exceptions.NewConnectionError
+        ):
+            return DataboxConnectionError(operation, reason, may_have_been_applied=False)
+        if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidHeader):
+            return ConfigurationError(f"Databox {operation} cannot be sent: {reason}")
+        # Read timeouts, resets, and TLS failures after the handshake (EOF, protocol
+        # violations): the request may have been sent and applied.
+        return DataboxConnectionError(operation, reason, may_have_been_applied=True)
 
     def _decode(self, response: _Answer, operation: str) -> dict[str, Any]:
         status = response.status
@@ -410,8 +443,14 @@ class DataboxClient:
         if status == 429:
             with self._stats_lock:
                 self.stats.rate_limited += 1
-            if error.retry_after is not None:
-                self._pacer.pause(error.retry_after)
+            # One header must not stall every thread for longer than a request may retry.
+            if error.retry_after is not None and error.retry_after > self._retry.max_seconds:
+                self._logger.warning(
+                    "Databox asked to wait %.0f s (Retry-After); waiting max_retry_seconds "
+                    "(%.0f s) at most", error.retry_after, self._retry.max_seconds,
+                )
+                error.retry_after = self._retry.max_seconds
+            self._pacer.rate_limited(error.retry_after)
         raise error
 
 
@@ -465,14 +504,60 @@ def _titled(items: list[dict[str, Any]], title: str) -> dict[str, Any] | None:
     return next((item for item in items if item.get("title") == title), None)
 
 
+def _session(base: str, ca_bundle: str | None, pool_size: int) -> requests.Session:
+    """One Session for the one host: environment read once, no redirects, no cookies."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=2, pool_maxsize=pool_size, max_retries=0
+    )
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    env = session.merge_environment_settings(base, {}, None, ca_bundle or True, None)
+    verify = env["verify"]
+    if isinstance(verify, str) and not os.path.exists(verify):
+        msg = (f"REQUESTS_CA_BUNDLE {verify!r} does not exist; point it at a PEM file of CA "
+               "certificates, or set ca_bundle")
+        raise ConfigurationError(msg)
+    session.verify = verify
+    # Plain http is only allowed to this machine; through a proxy it would leave it.
+    session.proxies = dict(env["proxies"]) if base.startswith("https:") else {}
+    session.trust_env = False  # read once above; and no ~/.netrc credentials, ever
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
 def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
     return max(seconds, 0.0)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (causes, contexts, urllib3 reasons, args)."""
+    stack, seen = [exc], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        wrapped = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+        stack.extend(w for w in wrapped if isinstance(w, BaseException))
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(item, kind) for item in _chain(exc))
 
 
 def _reason(exc: BaseException) -> str:
@@ -482,17 +567,3 @@ def _reason(exc: BaseException) -> str:
         inner = inner.__context__
     text = f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
     return text[:BODY_EXCERPT_CHARS]
-
-
-def _maybe_sent(exc: BaseException) -> bool:
-    """False only when the connection was never established (nothing can have been applied)."""
-    text = repr(exc)
-    never_connected = (
-        "NewConnectionError",
-        "Connection refused",
-        "Name or service not known",
-        "nodename nor servname",
-        "Failed to resolve",
-    )
-    return not any(marker in text for marker in never_connected)
-

@@ -36,8 +36,8 @@ class DatasetHandle:
     purge_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Column kinds implied by the run's schemas so far (see columns.py).
     column_kinds: dict[str, str] = field(default_factory=dict)
-    #: The table version (ACTIVATE_VERSION) whose rows the dataset holds in this run.
-    table_version: int | None = None
+    #: The keyless-duplicates warning was logged (see Runtime.before_ingestion).
+    warned_keyless: bool = False
 
     @property
     def keyed(self) -> bool:

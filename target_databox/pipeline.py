@@ -6,7 +6,8 @@ settles them in the background. Three rules keep this correct:
 * per keyed dataset, a row whose key is still unverified in an earlier request waits
   for it, so a stale value can never land after a newer one;
 * per keyless dataset, one request is in flight at a time, so a request that may or
-  may not have been applied is reconciled against the ingestion list, not resent;
+  may not have been applied is reconciled against the ingestion list (keyless.py)
+  before it is resent;
 * the first failure anywhere stops all STATE release and is raised on the main thread.
 """
 
@@ -33,6 +34,7 @@ from target_databox.errors import (
     TargetDataboxError,
     UnexpectedError,
 )
+from target_databox.keyless import OriginalFinder, SendWindow
 from target_databox.verify import IngestionVerifier, Outcome, PendingIngestion
 
 #: Bodies queued for the senders and not yet picked up: a few batches' worth (~8 MB at
@@ -135,8 +137,10 @@ class IngestionPipeline:
         max_unverified_batches: int,
         on_rejected: RejectedHandler | None,
         logger: logging.Logger,
+        keyless_resend_wait: float = 30.0,
     ) -> None:
         self._client = client
+        self._originals = OriginalFinder(client, wait_seconds=keyless_resend_wait, logger=logger)
         self._tracker = tracker
         self._verify = verify
         self._logger = logger
@@ -146,14 +150,12 @@ class IngestionPipeline:
         self._queue: queue.Queue[tuple[Batch, RequestBody] | None] = queue.Queue(
             max(MAX_QUEUED_BODIES, workers * 2)
         )
-        self._workers = [
-            threading.Thread(target=self._work, name=f"databox-send-{n}", daemon=True)
-            for n in range(workers)
-        ]
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_interval, SENDER_SWITCH_INTERVAL))
-        for worker in self._workers:
-            worker.start()
+        self._worker_count = workers
+        #: The sender threads, started by `start` (at the first submit), not here.
+        self._workers: list[threading.Thread] = []
+        #: The process's GIL switch interval while ours is in force (see start).
+        self._saved_switch_interval: float | None = None
+        self._closed = False
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
         #: Called once, from the failing thread, when the run first fails.
@@ -200,9 +202,31 @@ class IngestionPipeline:
 
     # Main-thread API --------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the senders and lower the GIL switch interval (see SENDER_SWITCH_INTERVAL)
+        until `close` or `abort`, which restore it. Idempotent; `submit` calls it."""
+        if self._workers or self._closed:
+            return
+        self._saved_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._saved_switch_interval, SENDER_SWITCH_INTERVAL))
+        self._workers = [
+            threading.Thread(target=self._work, name=f"databox-send-{n}", daemon=True)
+            for n in range(self._worker_count)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def restore_switch_interval(self) -> None:
+        """Give the process its GIL switch interval back (idempotent)."""
+        saved, self._saved_switch_interval = self._saved_switch_interval, None
+        if saved is not None:
+            sys.setswitchinterval(saved)
+
     def submit(self, batch: Batch, bodies: Sequence[RequestBody]) -> None:
         """Queue a batch's bodies; returns once they are handed to the pool."""
         self.raise_if_failed()
+        if not self._workers:
+            self.start()
         stats = self.stats_for(batch.stream)
         stats.dataset_id, stats.dataset_title = batch.dataset.id, batch.dataset.title
         with batch.lock:
@@ -238,13 +262,15 @@ class IngestionPipeline:
         self._wait(lambda: self._in_flight > 0)
 
     def close(self) -> None:
-        sys.setswitchinterval(self._switch_interval)
+        self._closed = True
+        self.restore_switch_interval()
         self.verifier.stop()
         for _ in self._workers:
             self._queue.put(None)
 
     def abort(self, exc: BaseException) -> None:
         """Fail closed without waiting: queued bodies are dropped, nothing more is released."""
+        self.restore_switch_interval()
         self.fail(exc, "Reading the input")
         self.verifier.stop()
         while True:
@@ -355,52 +381,40 @@ class IngestionPipeline:
     def _ingest_keyless(self, dataset: DatasetHandle, body: RequestBody) -> AcceptedIngestion:
         """Send to a keyless dataset; after an ambiguous failure, look before resending."""
         if not dataset.known_ingestions:
-            dataset.known_ingestions.update(self._recent_ingestion_ids(dataset))
+            dataset.known_ingestions.update(self._originals.known_ids(dataset))
         policy = self._client.retry_policy
         deadline = time.monotonic() + policy.max_seconds
         attempt = 0
         while True:
             attempt += 1
+            started = time.time()
             try:
                 accepted = self._client.ingest(dataset.id, body.data, idempotent=False)
             except (DataboxApiError, DataboxConnectionError) as exc:
                 if not exc.may_have_been_applied:
                     raise
-                appeared = self._recent_ingestion_ids(dataset) - dataset.known_ingestions
-                if len(appeared) == 1:
-                    ingestion_id = appeared.pop()
+                window = SendWindow(started, time.time())
+                found = self._originals.find(dataset, body.count, window, deadline)
+                if found is not None:
                     self._logger.warning(
                         "Dataset '%s': request failed (%s) but Databox did accept it as "
-                        "ingestion %s; not resending", dataset.title, exc, ingestion_id,
+                        "ingestion %s; not resending", dataset.title, exc, found,
                     )
-                    dataset.known_ingestions.add(ingestion_id)
-                    return AcceptedIngestion(ingestion_id, None)
-                if appeared:
-                    msg = (
-                        f"Dataset '{dataset.title}': a failed request may have been applied "
-                        f"and {len(appeared)} unknown ingestions appeared; refusing to guess. "
-                        "Check the dataset for duplicates, then re-run from the last STATE"
-                    )
-                    raise IngestionFailedError(msg) from None
+                    dataset.known_ingestions.add(found)
+                    return AcceptedIngestion(found, None)
                 if time.monotonic() >= deadline:
                     raise  # retried for max_retry_seconds; nothing was applied
                 self._logger.warning(
-                    "Dataset '%s': request failed (%s) and was not applied; resending "
-                    "(attempt %d)", dataset.title, exc, attempt + 1,
+                    "Dataset '%s': request failed (%s) and its ingestion did not appear; "
+                    "resending (attempt %d). At least once: should Databox apply the first "
+                    "request after all, its %d rows are in this keyless dataset twice",
+                    dataset.title, exc, attempt + 1, body.count,
                 )
                 wait = min(policy.initial_wait * 2**attempt, policy.max_wait)
                 time.sleep(max(min(wait, deadline - time.monotonic()), 0.0))
                 continue
             dataset.known_ingestions.add(accepted.ingestion_id)
             return accepted
-
-    def _recent_ingestion_ids(self, dataset: DatasetHandle) -> set[str]:
-        answer = self._client.list_ingestions(dataset.id, page=1, page_size=100)
-        return {
-            str(item["ingestionId"])
-            for item in answer.get("ingestions") or []
-            if isinstance(item, dict) and item.get("ingestionId")
-        }
 
     def _settle_body(
         self,
@@ -440,7 +454,7 @@ class IngestionPipeline:
             )
             try:
                 self._tracker.settle(batch.lane, batch.start, batch.end)
-            except BaseException as exc:
+            except BaseException as exc:  # e.g. the rejected-records file cannot be synced
                 self.fail(exc, (
                     f"Releasing STATE after records {batch.start + 1}-{batch.end} of stream "
                     f"'{batch.stream}' were verified"

@@ -64,6 +64,9 @@ class RunReporter:
 
     def stop(self) -> None:
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
     def _loop(self) -> None:
         try:

@@ -1,4 +1,10 @@
-"""Reads Singer messages: fast (msgspec), with line numbers, and stoppable by a signal."""
+"""Reads Singer messages: fast (msgspec), with line numbers, and stoppable by a signal.
+
+The SDK hands the reader one callback per message type (`process_lines`, the reader's
+public interface); the target may put its own handlers in front of them (`route`), which
+is how it takes RECORD, SCHEMA, STATE and ACTIVATE_VERSION without overriding the SDK's
+private `_process_*_message` methods.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import sys
 import threading
 import typing as t
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
@@ -36,6 +42,9 @@ _SDK_INPUT_ERRORS = (
 
 #: Sent to the main thread to end a blocking read when the run failed in another thread.
 _WAKE_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR1", None)
+
+#: One message handler, as the SDK passes them to `process_lines`.
+Handler = Callable[[dict[str, t.Any]], None]
 
 #: How a Singer message line starts (bytes or text input): such a line is not blank, and
 #: checking that costs no copy of the line.
@@ -71,6 +80,11 @@ class DataboxReader(MsgSpecReader):
         self._warned_types: set[str] = set()
         self._main_thread_id: int | None = None
         self._woken = False
+        self._line: t.Any = None  # the line being handled, for error messages
+        #: Called once before the first line is read (the run's start).
+        self.on_start: Callable[[], None] | None = None
+        #: Given the SDK's handlers per message type, returns the ones to use.
+        self.route: Callable[[Mapping[str, Handler]], dict[str, Handler]] | None = None
         #: Called when reading stops on an exception, before it propagates.
         self.on_abort: Callable[[BaseException], None] | None = None
 
@@ -84,6 +98,10 @@ class DataboxReader(MsgSpecReader):
         file_input: t.IO[t.Any] | None,
         callbacks: dict[str, Callable[[dict[str, t.Any]], None]],
     ) -> t.Counter[str]:
+        if self.on_start is not None:
+            self.on_start()
+        if self.route is not None:
+            callbacks = self.route(callbacks)
         lines = self._lines(file_input if file_input is not None else self._stdin())
         try:
             return self._dispatch(lines, callbacks)
@@ -110,9 +128,9 @@ class DataboxReader(MsgSpecReader):
         """The SDK's `process_lines` loop, tightened: it runs once per input line, and
         `deserialize_json` has already checked that a message is an object with a type."""
         stats: dict[str, int] = defaultdict(int)
-        unknown = self._process_unknown_message
+        unknown = self._ignore_unknown_message
         for line in lines:
-            self._current_message = line
+            self._line = line
             message = self.deserialize_json(line)
             kind = message["type"]
             callback = callbacks.get(kind)
@@ -178,7 +196,7 @@ class DataboxReader(MsgSpecReader):
         number, string and nesting of the tap's STATE exact. Only STATE lines pay for
         this second decode. None when there is no current line to read it from.
         """
-        line = getattr(self, "_current_message", None)
+        line = self._line
         if not line:
             return None
         try:
@@ -198,7 +216,7 @@ class DataboxReader(MsgSpecReader):
     def _current(self) -> t.Any:
         """The current line decoded again (error paths only), or None."""
         with contextlib.suppress(msgspec.DecodeError):
-            return decoder.decode(getattr(self, "_current_message", b"") or b"")
+            return decoder.decode(self._line or b"")
         return None
 
     def _where(self, message: t.Any = None) -> str:
@@ -259,7 +277,7 @@ class DataboxReader(MsgSpecReader):
             raise InputError(msg)
         return t.cast("dict[str, t.Any]", message)
 
-    def _process_unknown_message(self, message_dict: dict[str, t.Any]) -> None:
+    def _ignore_unknown_message(self, message_dict: dict[str, t.Any]) -> None:
         kind = str(message_dict.get("type"))
         if kind not in self._warned_types:
             self._warned_types.add(kind)

@@ -1,13 +1,21 @@
-"""The rejected-records file: rows Databox refused, one JSON line each, so a run can go on."""
+"""The rejected-records file: rows Databox refused, one JSON line each, so a run can go on.
+
+The rows are personal data as often as not: the file is created owner-only (0600), never
+through a symbolic link (someone else's link could send them anywhere), and made durable
+(`sync`) before any STATE past its records is released.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from target_databox.bodies import RequestBody
+from target_databox.errors import ConfigurationError
 from target_databox.records import encode_json
 from target_databox.verify import Outcome
 
@@ -24,6 +32,7 @@ class RejectedRecordsFile:
         self.count = 0
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
+        self._unsynced = False
 
     def write(
         self,
@@ -74,15 +83,40 @@ class RejectedRecordsFile:
             }))
         with self._lock:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("ab")
+                self._file = self._open()
             for line in lines:
                 self._file.write(line + b"\n")
             self._file.flush()
+            self._unsynced = True
             self.count += outcome.rejected
+
+    def _open(self) -> IO[bytes]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                msg = (f"rejected_records_path {str(self.path)!r} is a symbolic link, which is "
+                       "never followed; point it at a regular file")
+            else:
+                msg = (f"rejected_records_path {str(self.path)!r} cannot be written "
+                       f"({exc.strerror}); point it at a writable file")
+            raise ConfigurationError(msg) from None
+        return os.fdopen(fd, "ab")
+
+    def sync(self) -> None:
+        """Make the lines written so far durable (called before a STATE is released)."""
+        with self._lock:
+            if self._file is not None and self._unsynced:
+                os.fsync(self._file.fileno())
+                self._unsynced = False
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
+                if self._unsynced:
+                    os.fsync(self._file.fileno())
+                    self._unsynced = False
                 self._file.close()
                 self._file = None

@@ -1,7 +1,9 @@
 """Everything one run shares: the client, the pacer, destinations, checkpoints, pipeline.
 
-Built once by the Target before any input is read, so a bad key or an unknown account
-fails the run before a single message is consumed.
+Built by the Target's constructor, which makes no request and starts no thread; `start`
+(called when input processing begins, before the first message is read) runs the
+pre-flight, so a bad key or an unknown account still fails the run before a single
+message is consumed. Sender and verifier threads start at their first use.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from target_databox.bodies import RequestBody
+from target_databox.budget_store import MEMORY, open_shared_bucket, parse_store
 from target_databox.checkpoint import StateTracker
 from target_databox.client import DataboxClient, RetryPolicy
 from target_databox.destinations import DatasetHandle, DestinationResolver
@@ -37,9 +40,17 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.logger = logger
+        self._started = False
+        store = parse_store(settings.rate_limit_store)
         self.pacer = RequestPacer(
-            settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger
+            settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger,
+            shared=(
+                (lambda rates: open_shared_bucket(store, rates, api_key))
+                if store.kind != MEMORY else None
+            ),
         )
+        if self.pacer.shared_store:
+            logger.info("Request budget shared through %s", self.pacer.shared_store)
         self.client = DataboxClient(
             api_key,
             api_url=settings.api_url,
@@ -58,11 +69,13 @@ class Runtime:
             timezone=settings.timezone,
             logger=logger,
         )
-        self.tracker = StateTracker(write_state)
         self.rejects = (
             RejectedRecordsFile(settings.rejected_records_path)
             if settings.rejected_records_path
             else None
+        )
+        self.tracker = StateTracker(
+            write_state, before_release=self.rejects.sync if self.rejects else None
         )
         self.pipeline = IngestionPipeline(
             self.client,
@@ -74,6 +87,7 @@ class Runtime:
             max_unverified_batches=settings.max_unverified_batches,
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
+            keyless_resend_wait=settings.keyless_resend_wait_seconds,
         )
 
         self.reporter = RunReporter(
@@ -89,10 +103,32 @@ class Runtime:
     def preflight(self, *, create: bool = True) -> None:
         self.resolver.preflight(create=create)
 
+    def start(self) -> None:
+        """Begin the run: pre-flight (key, account, data source), progress reporting.
+        Idempotent."""
+        if self._started:
+            return
+        self._started = True
+        self.preflight(create=True)
+        self.reporter.start()
+
     def before_ingestion(self, dataset: DatasetHandle) -> None:
-        """load_method overwrite: empty the dataset once, before the run's first rows."""
-        if self.settings.load_method == "overwrite" and not dataset.purged:
-            self.resolver.ensure_purged_once(dataset, "load_method is overwrite")
+        """load_method overwrite: empty the dataset once, before the run's first rows.
+        Otherwise, a keyless dataset that held rows before this run may get duplicates:
+        said once."""
+        if self.settings.load_method == "overwrite":
+            if not dataset.purged:
+                self.resolver.ensure_purged_once(dataset, "load_method is overwrite")
+        elif not (dataset.keyed or dataset.created or dataset.purged or dataset.warned_keyless):
+            dataset.warned_keyless = True
+            self.logger.warning(
+                "Stream '%s' has no key properties and dataset %s existed before this run: "
+                "Databox appends every row sent, so rows this run sends again (a full-table "
+                "re-run without table versions, or an incremental bookmark compared with "
+                ">=, which re-reads the last row) are duplicated; set load_method: overwrite "
+                "to replace the dataset on each run, or give the stream key properties",
+                dataset.title, dataset.id,
+            )
 
     def _on_rejected(
         self, batch: Batch, body: RequestBody, ingestion_id: str, outcome: Outcome
@@ -114,12 +150,16 @@ class Runtime:
     def abort(self, exc: BaseException) -> None:
         """Reading failed. What was already sent is still verified (so every STATE it
         covers is released, giving the best point to resume from); nothing more is sent."""
-        if self.pipeline.failure is None:
-            try:
-                self.pipeline.wait_all()
-            except Exception:  # the original error is the one to report
-                self.logger.debug("Verification of in-flight requests failed", exc_info=True)
-        self.pipeline.abort(exc)
+        try:
+            if self.pipeline.failure is None:
+                try:
+                    self.pipeline.wait_all()
+                except Exception:  # the original error is the one to report
+                    self.logger.debug(
+                        "Verification of in-flight requests failed", exc_info=True)
+        finally:  # a second Ctrl-C while waiting still fails closed
+            self.pipeline.abort(exc)
+            self.reporter.stop()
         self.reporter.log_summary(succeeded=False)
         if self.rejects is not None:
             self.rejects.close()
@@ -128,5 +168,6 @@ class Runtime:
         self.reporter.stop()
         self.pipeline.close()
         self.client.close()
+        self.pacer.close()
         if self.rejects is not None:
             self.rejects.close()

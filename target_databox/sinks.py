@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typing as t
 
-from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
-from singer_sdk.sinks import BatchSink
+from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
+from typing_extensions import override
 
 from target_databox.batch_files import read_batch_files
 from target_databox.bodies import max_row_bytes, pack
@@ -14,7 +14,7 @@ from target_databox.columns import ANY, changed_columns, column_kinds
 from target_databox.errors import InputError
 from target_databox.pipeline import Batch
 from target_databox.records import RowShaper, encode_json
-from target_databox.settings import RedactedConfig
+from target_databox.sdk_boundary import BoundarySink
 from target_databox.validation import (
     JsonSchemaDefinitionException,
     JsonSchemaValueException,
@@ -23,10 +23,10 @@ from target_databox.validation import (
 )
 
 if t.TYPE_CHECKING:
-    from singer_sdk.helpers._batch import BaseBatchFileEncoding
-    from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
+    from collections.abc import Callable
 
     from target_databox.runtime import Runtime
+    from target_databox.sdk_boundary import BaseBatchFileEncoding
     from target_databox.target import TargetDatabox
 
 
@@ -43,7 +43,7 @@ class CompiledValidator(BaseJSONSchemaValidator):
     bounds, `multipleOf` on Decimals), at a fraction of the cost."""
 
     def __init__(
-        self, schema: dict[str, t.Any], *, on_fallback: t.Callable[[str], None] | None = None
+        self, schema: dict[str, t.Any], *, on_fallback: Callable[[str], None] | None = None
     ) -> None:
         super().__init__(schema)
         try:
@@ -65,7 +65,33 @@ class CompiledValidator(BaseJSONSchemaValidator):
             raise InvalidRecord(describe_violation(exc), record) from None
 
 
-class DataboxSink(BatchSink):
+class ReportingValidator(CompiledValidator):
+    """A CompiledValidator whose verdict is the sink's one-line error (InvalidRecord would
+    make the SDK's record path log a traceback first); a validator bug is one line too."""
+
+    def __init__(
+        self,
+        schema: dict[str, t.Any],
+        describe: Callable[[str], Exception],
+        failed: Callable[[Exception], Exception],
+        *,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(schema, on_fallback=on_fallback)
+        self.describe = describe
+        self.failed = failed
+
+    @override
+    def validate(self, record: dict[str, t.Any]) -> None:
+        try:
+            super().validate(record)
+        except InvalidRecord as exc:
+            raise self.describe(exc.error_message) from None
+        except Exception as exc:  # a validator bug: one line, not a traceback
+            raise self.failed(exc) from None
+
+
+class DataboxSink(BoundarySink):
     """One stream under one SCHEMA. Rows are encoded as they arrive; drains pack them."""
 
     def __init__(
@@ -75,8 +101,8 @@ class DataboxSink(BatchSink):
         schema: dict[str, t.Any],
         key_properties: t.Sequence[str] | None,
     ) -> None:
+        self.validator: CompiledValidator | None = None  # set by get_validator
         super().__init__(target, stream_name, schema, key_properties)
-        self._config = RedactedConfig(self._config)
         self._target = target
         self.runtime: Runtime = target.runtime
         settings = self.runtime.settings
@@ -91,17 +117,24 @@ class DataboxSink(BatchSink):
             max_key_length=settings.flatten_max_key_length,
         )
         self._max_row_bytes = max_row_bytes(settings.max_request_bytes)
-        self._add_metadata = self.include_sdc_metadata_properties
         self._max_batch_rows = self.max_size
         self._uncounted_records = 0
-        self._keyed = bool(self.key_properties)
+        self._key_names = tuple(self.key_properties)
+        self._keyed = bool(self._key_names)
         self._pipeline = self.runtime.pipeline
-        validator = self._validator
-        self._compiled_validate = (
-            validator.compiled if isinstance(validator, CompiledValidator) else None
-        )
-        overridden = type(self).preprocess_record is not BatchSink.preprocess_record
+        #: The pending batch: rows (and keys) filed by process_record, taken by
+        #: process_batch. Kept here, not in the SDK's batch context, so both record paths
+        #: (fast and the SDK's) and BATCH files fill the same one.
+        self._batch: dict[str, t.Any] = {}
+        self._compiled_validate = self.validator.compiled if self.validator else None
+        overridden = type(self).preprocess_record is not BoundarySink.preprocess_record
         self._preprocess = self.preprocess_record if overridden else None
+        #: Records may skip the SDK's per-record steps (see take_record): not when the
+        #: SDK adds metadata columns or a subclass swaps the validator.
+        self.takes_fast_path = (
+            not self.include_sdc_metadata_properties
+            and type(self).get_validator is DataboxSink.get_validator
+        )
         self.lane = self.runtime.tracker.new_lane(stream_name)
         self.dataset = self.runtime.resolver.dataset_for(
             stream_name, list(self.key_properties) or None
@@ -133,19 +166,17 @@ class DataboxSink(BatchSink):
             if known.get(name, ANY) == ANY:
                 known[name] = kind
 
-    # The per-record fast path (see TargetDatabox._process_record_message) ----------------
+    # The per-record fast path (see TargetDatabox.handle_record_message) ------------------
 
     def take_record(self, record: dict[str, t.Any], message: dict[str, t.Any]) -> bool:
         """The SDK's per-record steps for one record, minus its per-call overhead:
-        metadata, validation, preprocessing, the key check, tallies, processing.
+        metadata removal, validation, preprocessing, the key check, tallies, processing.
 
         Returns True when the sink is full and must be drained.
         """
-        context = self._pending_batch or self._get_context(record)
-        if self._add_metadata:
-            self._add_sdc_metadata_to_record(record, message, context)
-        elif not _SDC_COLUMNS.isdisjoint(record):
-            self._remove_sdc_metadata_from_record(record)
+        if not _SDC_COLUMNS.isdisjoint(record):
+            for column in _SDC_COLUMNS:
+                record.pop(column, None)
         validate = self._compiled_validate
         if validate is not None:
             try:
@@ -154,18 +185,41 @@ class DataboxSink(BatchSink):
                 raise self._invalid_record(describe_violation(exc)) from None
             except Exception as exc:  # a validator bug: one line, not a traceback
                 raise self._validator_failed(exc) from None
-        elif self._validator is not None:
-            self._validate_and_parse(record)
+        batch = self._batch
         if self._preprocess is not None:
-            record = self._preprocess(record, context)
-        for key in self._key_properties:
+            record = self._preprocess(record, batch)
+        for key in self._key_names:
             if key not in record:
-                self._singer_validate_message(record)  # raises the SDK's error
-        self._total_records_read += 1
-        self._batch_records_read += 1
-        self.process_record(record, context)
+                raise self._missing_key(record)
+        self.tally_record_read()
+        self.process_record(record, batch)
         self._uncounted_records += 1
-        return self._batch_records_read >= self._max_batch_rows
+        return self.current_size >= self._max_batch_rows
+
+    def _missing_key(self, record: dict[str, t.Any]) -> MissingKeyPropertiesError:
+        """The SDK's error (and words) for a record without its key properties."""
+        return MissingKeyPropertiesError(
+            "Record is missing one or more key_properties. \n"
+            f"Key Properties: {list(self._key_names)}, Record Keys: {list(record.keys())}"
+        )
+
+    def check_record(self, record: dict[str, t.Any], *, ahead: int = 0) -> None:
+        """take_record's validation and key check alone (same errors), for a record that
+        waits in a table-version spool (behind `ahead` others): a bad record fails the run
+        before its version purges the dataset. The record is left as it is."""
+        if not _SDC_COLUMNS.isdisjoint(record):
+            record = {k: v for k, v in record.items() if k not in _SDC_COLUMNS}
+        validate = self._compiled_validate
+        if validate is not None:
+            try:
+                validate(record)
+            except JsonSchemaValueException as exc:
+                raise self._invalid_record(describe_violation(exc), ahead) from None
+            except Exception as exc:  # a validator bug: one line, not a traceback
+                raise self._validator_failed(exc, ahead) from None
+        for key in self._key_names:
+            if key not in record:
+                raise self._missing_key(record)
 
     def flush_record_counter(self) -> None:
         """The SDK's record_count metric, updated in bulk rather than per record."""
@@ -173,12 +227,14 @@ class DataboxSink(BatchSink):
             self.record_counter_metric.increment(self._uncounted_records)
             self._uncounted_records = 0
 
+    @override
     def clean_up(self) -> None:
         self.flush_record_counter()
         super().clean_up()
 
     # Validation: compiled, and one clear line when a record does not match --------------
 
+    @override
     def get_validator(self) -> BaseJSONSchemaValidator | None:
         if not self.validate_schema:
             return None
@@ -189,29 +245,23 @@ class DataboxSink(BatchSink):
                 "compiled: %s)", self.stream_name, reason,
             )
 
-        return CompiledValidator(self.schema, on_fallback=fallback)
+        self.validator = ReportingValidator(
+            self.schema, self._invalid_record, self._validator_failed, on_fallback=fallback
+        )
+        return self.validator
 
-    def _validate_and_parse(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
-        if self._validator is not None:
-            try:
-                self._validator.validate(record)
-            except InvalidRecord as exc:
-                raise self._invalid_record(exc.error_message) from None
-            except Exception as exc:  # a validator bug: one line, not a traceback
-                raise self._validator_failed(exc) from None
-        return record
-
-    def _where(self) -> str:
-        """"Stream 's', record N (input line L)": N counts the stream's records."""
-        number = self.lane.offset + self.lane.received + 1
+    def _where(self, ahead: int = 0) -> str:
+        """"Stream 's', record N (input line L)": N counts the stream's records (`ahead`:
+        records of the stream read before this one but not in the lane yet, spooled)."""
+        number = self.lane.offset + self.lane.received + ahead + 1
         return (
             f"Stream '{self.stream_name}', record {number} (input line "
             f"{self._target.input_line})"
         )
 
-    def _invalid_record(self, problem: str) -> InputError:
+    def _invalid_record(self, problem: str, ahead: int = 0) -> InputError:
         return InputError(
-            f"{self._where()} does not match its schema: {problem}. Fix the tap "
+            f"{self._where(ahead)} does not match its schema: {problem}. Fix the tap "
             "(or its schema), or set validate_records: false to send such records anyway"
         )
 
@@ -225,24 +275,20 @@ class DataboxSink(BatchSink):
         )
         return InputError(text)
 
-    def _validator_failed(self, exc: Exception) -> InputError:
+    def _validator_failed(self, exc: Exception, ahead: int = 0) -> InputError:
         return InputError(
-            f"{self._where()}: the schema validator failed on this record "
+            f"{self._where(ahead)}: the schema validator failed on this record "
             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); set "
             "validate_records: false to load without validation (and please report this)"
         )
 
-    def _parse_timestamps_in_record(
-        self, record: dict[str, t.Any], schema: dict[str, t.Any],
-        treatment: DatetimeErrorTreatmentEnum,
-    ) -> None:
-        """Date-times stay strings: RowShaper checks and normalizes them in one pass."""
-
     # Records ----------------------------------------------------------------------------
 
+    @override
     def process_record(self, record: dict[str, t.Any], context: dict[str, t.Any]) -> None:
         """Shape and encode one record now (the dict is freed at once) and file the row
-        in the pending batch."""
+        in the pending batch (ours: the SDK's `context` is not used)."""
+        context = self._batch
         lane = self.lane
         position = lane.received + 1
         try:
@@ -279,7 +325,10 @@ class DataboxSink(BatchSink):
         if self._pipeline.failure is not None:
             raise self._pipeline.failure
 
+    @override
     def process_batch(self, context: dict[str, t.Any]) -> None:
+        """Send the pending batch (ours: the SDK's drain `context` is not used)."""
+        context, self._batch = self._batch, {}
         self.flush_record_counter()
         rows: list[bytes] = context.get("rows") or []
         if not rows:
@@ -307,19 +356,22 @@ class DataboxSink(BatchSink):
 
     # ACTIVATE_VERSION and BATCH --------------------------------------------------------
 
+    @override
     def activate_version(self, new_version: int) -> None:
-        self._target.start_table_version(self, new_version)
+        """Not called: the target handles ACTIVATE_VERSION per input stream, through the
+        reader's callbacks (TargetDatabox.handle_activate_version_message, table_versions.py)."""
 
+    @override
     def process_batch_files(
         self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]
     ) -> None:
         """Records from BATCH files take the same path as RECORD messages: validation,
         shaping, limits, checkpoint counting, drains when full, verification."""
         for record in read_batch_files(encoding, files, self.batch_config):
-            self._validate_and_parse(record)
-            context = self._get_context(record)
+            if self.validator is not None:
+                self.validator.validate(record)
             self.tally_record_read()
-            self.process_record(record, context)
+            self.process_record(record, self._batch)
             self.record_counter_metric.increment()
             if self.is_full:
                 self._target.drain_one(self)

@@ -96,10 +96,8 @@ class IngestionVerifier:
         self._stopped = False
         self.polls = 0
         self.verified = 0
-        self._thread = threading.Thread(
-            target=self._run_guarded, name="databox-verifier", daemon=True
-        )
-        self._thread.start()
+        #: Started by the first `track` (a constructor starts no threads).
+        self._thread: threading.Thread | None = None
 
     # Producer side --------------------------------------------------------------------
 
@@ -111,6 +109,11 @@ class IngestionVerifier:
                 watch.next_poll = self._clock() + MIN_POLL_INTERVAL
                 watch.interval = MIN_POLL_INTERVAL
             watch.pending[pending.ingestion_id] = pending
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(
+                    target=self._run_guarded, name="databox-verifier", daemon=True
+                )
+                self._thread.start()
             if idle:  # otherwise its poll is already scheduled: no need to wake the thread
                 self._cond.notify_all()
 
@@ -126,7 +129,9 @@ class IngestionVerifier:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
 
     # The thread -------------------------------------------------------------------------
 

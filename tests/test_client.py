@@ -69,11 +69,33 @@ def test_retry_after_pauses_every_caller_of_the_pacer(emulator):
     fake = FakeTime()
     pacer = RequestPacer(1000, 10_000_000, clock=fake.clock, sleep=fake.sleep)
     client = make_client(emulator, pacer=pacer)
-    emulator.faults.add("rate_limit", path="validate-key", retry_after=7)
+    emulator.faults.add("rate_limit", path="validate-key", retry_after=4)
     client.validate_key()
-    # The retry waited (on the pacer's clock) for the 7 seconds Databox asked for.
-    assert sum(fake.sleeps) >= 7
+    # The retry waited (on the pacer's clock) for the 4 seconds Databox asked for.
+    assert sum(fake.sleeps) >= 4
     assert len(api_requests(emulator, "validate-key")) == 2
+
+
+def test_retry_after_is_capped_by_max_retry_seconds(emulator):
+    """One header must not stall every thread for longer than a request may retry."""
+    fake = FakeTime()
+    pacer = RequestPacer(1000, 10_000_000, clock=fake.clock, sleep=fake.sleep)
+    client = make_client(emulator, pacer=pacer)  # max_seconds=5
+    emulator.faults.add("rate_limit", path="validate-key", retry_after=86_400)
+    client.validate_key()
+    assert 0 < sum(fake.sleeps) <= 5
+    assert len(api_requests(emulator, "validate-key")) == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), ("-2", 0.0), ("soon", None),
+     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],  # a date in the past
+)
+def test_retry_after_header_forms(header, seconds):
+    from target_databox.client import _retry_after
+
+    assert _retry_after(header) == seconds
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422])

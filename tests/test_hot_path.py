@@ -153,7 +153,7 @@ def test_key_sequences_beyond_the_compiled_limit_use_the_generic_loop(
 
 
 def test_senders_get_the_gil_promptly_while_running_and_the_setting_is_restored(config):
-    """The pipeline shortens the GIL switch interval only for its own lifetime."""
+    """The pipeline shortens the GIL switch interval only while its senders run."""
     import sys
 
     from target_databox.pipeline import SENDER_SWITCH_INTERVAL
@@ -162,6 +162,8 @@ def test_senders_get_the_gil_promptly_while_running_and_the_setting_is_restored(
     before = sys.getswitchinterval()
     target = TargetDatabox(config=config, validate_config=True)
     try:
+        assert sys.getswitchinterval() == pytest.approx(before)  # not by building it
+        target.runtime.pipeline.start()
         assert sys.getswitchinterval() == pytest.approx(min(before, SENDER_SWITCH_INTERVAL))
     finally:
         target.runtime.close()

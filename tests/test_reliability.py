@@ -47,7 +47,7 @@ def assert_no_traceback(run: TargetRun) -> None:
 
 def storm_config(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {**config, "batch_size_rows": 50, "max_records_per_request": 10,
-            "max_retry_seconds": 60, **extra}
+            "max_retry_seconds": 60, "keyless_resend_wait_seconds": 1, **extra}
 
 
 def faults_fired(emulator: Emulator) -> Counter[str]:
@@ -162,7 +162,8 @@ def test_other_4xx_fail_at_once_naming_field_and_request_id(emulator, config):
 @pytest.mark.parametrize("keys", [["id"], None], ids=["keyed", "keyless"])
 def test_retries_are_bounded_by_max_retry_seconds(emulator, config, keys):
     emulator.faults.add("status", path="/data$", status=503, times=None)
-    run = run_target({**config, "max_retry_seconds": 2}, messages("orders", 10, keys), timeout=60)
+    run = run_target({**config, "max_retry_seconds": 2, "keyless_resend_wait_seconds": 0.5},
+                     messages("orders", 10, keys), timeout=60)
     assert run.returncode != 0
     attempts = [r for r in emulator.request_log if r.path.endswith("/data")]
     assert len(attempts) >= 2

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import http.server
 import io
-import ipaddress
 import json
 import os
 import ssl
@@ -31,6 +29,7 @@ from tests.support import (
     to_lines,
     write_config,
 )
+from tests.tls_support import self_signed_cert
 
 MESSAGES = [schema("users", {"id": {"type": "integer"}}, ["id"]),
             record("users", id=1), state({"users": 1})]
@@ -191,46 +190,6 @@ def test_redirects_are_not_followed_and_the_key_stays_home(config, servers):
 
 
 # TLS ---------------------------------------------------------------------------------
-
-
-def self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 signed by itself (cryptography, else the openssl CLI)."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        try:
-            subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                check=True, capture_output=True,
-            )
-        except (OSError, subprocess.CalledProcessError):
-            pytest.skip("neither the cryptography package nor openssl is available")
-        return cert, key
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(private, hashes.SHA256())
-    )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return cert, key
 
 
 @pytest.fixture

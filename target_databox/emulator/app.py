@@ -125,7 +125,7 @@ class App:
         if fault is not None and fault.kind in ("status", "rate_limit", "drop_before"):
             response = self._fault_response(fault, request_id)
         else:
-            response = self._serve(call, key, accounts, request_id)
+            response = self._serve(call, key, accounts, request_id, request.headers)
             if fault is not None and fault.kind == "drop_after":
                 response.drop = True
             elif fault is not None and fault.kind == "delay":
@@ -146,11 +146,20 @@ class App:
         )
         return response
 
-    def _serve(self, call: Call, key: str, accounts: list[int] | None, request_id: str) -> Response:
+    def _serve(
+        self,
+        call: Call,
+        key: str,
+        accounts: list[int] | None,
+        request_id: str,
+        headers: Mapping[str, str],
+    ) -> Response:
         try:
             self._rate_limit(key, call.now)
             if accounts is None:
                 raise unauthorized()
+            if self.config.require_json_content_type and call.method == "POST" and call.body:
+                _require_json(headers)
             self.store.process_due(call.now)
             payload = self.api.handle(call)
         except ApiError as exc:
@@ -179,6 +188,18 @@ class App:
             return Response(fault.status, fault.body.encode("utf-8"), f"{kind}; charset=utf-8")
         error = ApiError(fault.status, "server_error", "Injected server error", type="server")
         return json_response(fault.status, error.body(request_id))
+
+
+def _require_json(headers: Mapping[str, str]) -> None:
+    """Part A: POST bodies are JSON with ``Content-Type: application/json``."""
+    media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != JSON:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be {JSON} (got {media or 'none'})",
+            field="Content-Type",
+        )
 
 
 def rate_limited(retry_after: int | None) -> ApiError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import ssl
 import sys
 import threading
 from types import FrameType
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of API requests that fail at random (0..1)",
     )
     parser.add_argument("--fault-seed", type=int, default=0, metavar="N")
+    parser.add_argument("--tls-cert", metavar="PEM", default=None,
+                        help="serve HTTPS with this certificate (chain); needs --tls-key")
+    parser.add_argument("--tls-key", metavar="PEM", default=None,
+                        help="the private key of --tls-cert")
+    parser.add_argument(
+        "--allow-any-content-type",
+        action="store_true",
+        help="accept POST bodies without Content-Type: application/json (default: 415)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
 
@@ -62,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.api_key:
         print(f"error: --api-key is required (or set {ENV_KEY})", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     config = EmulatorConfig(
         api_key=args.api_key,
@@ -76,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         fault_rate=args.fault_rate,
         fault_seed=args.fault_seed,
         verbose=args.verbose,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        require_json_content_type=not args.allow_any_content_type,
     )
     stopping = threading.Event()
 
@@ -87,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             url = emulator.start()
+        except ssl.SSLError as exc:
+            print(f"error: cannot use --tls-cert/--tls-key: {exc}", file=sys.stderr)
+            return 1
         except OSError as exc:
             print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1

@@ -76,6 +76,13 @@ class EmulatorConfig:
     pending_word: str = "processing"
     omit_ingestion_status: bool = False
 
+    # Transport (issue 11.6): HTTPS, and POST bodies must be declared JSON (Part A).
+    tls_cert: str | None = None
+    """PEM certificate (chain) to serve HTTPS with; with ``tls_key``. Not a runtime knob."""
+    tls_key: str | None = None
+    require_json_content_type: bool = True
+    """A POST with a body and no ``Content-Type: application/json`` is answered 415 (runtime)."""
+
     # Determinism helpers.
     clock: Callable[[], float] = time.monotonic
     """Drives processing delays, rate-limit windows and request-log times."""
@@ -117,6 +124,7 @@ RUNTIME_KNOBS = frozenset(
         "success_word",
         "pending_word",
         "omit_ingestion_status",
+        "require_json_content_type",
     }
 )
 """Knobs that ``POST /_emulator/config`` may set (plain JSON values only)."""

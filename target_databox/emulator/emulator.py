@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import replace
 from typing import Any
@@ -45,15 +46,27 @@ class Emulator:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Serve in a background thread and return the base URL (``http://127.0.0.1:PORT``)."""
+        """Serve in a background thread and return the base URL (``http://127.0.0.1:PORT``,
+        ``https://`` with ``tls_cert``/``tls_key``)."""
         if self._server is None:
             self._server, self._thread = serve(
                 self.config.host,
                 self.config.port,
                 self.app.handle,
                 lambda: self.config.verbose,
+                self._tls_context(),
             )
         return self.url
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        cert, key = self.config.tls_cert, self.config.tls_key
+        if not cert and not key:
+            return None
+        if not cert or not key:
+            raise ValueError("HTTPS needs both tls_cert and tls_key")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
 
     def stop(self) -> None:
         """Stop serving and close open connections; the data stays inspectable."""
@@ -85,7 +98,8 @@ class Emulator:
             raise RuntimeError("the emulator is not serving; call start() first")
         host, port = self._server.server_address[:2]
         shown = host if isinstance(host, str) else host.decode()
-        return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+        scheme = "https" if self._server.tls is not None else "http"
+        return f"{scheme}://{'[' + shown + ']' if ':' in shown else shown}:{port}"
 
     @property
     def port(self) -> int:

@@ -7,7 +7,9 @@ verbose, and open connections are tracked so ``stop()`` really closes them.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -35,9 +37,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         address: tuple[str, int],
         handle: Callable[[Request], Response],
         verbose: Callable[[], bool],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.handle_request_fn = handle
         self.verbose = verbose
+        self.tls = tls
+        self._tls_drops = 0
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -49,9 +54,27 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
             else:
                 self._connections.discard(sock)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """With TLS, wrap the accepted socket; its handshake runs in the handler's thread."""
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def tls_violation_due(self) -> bool:
+        """Over TLS every other dropped connection ends in a protocol violation (the rest
+        in a plain EOF), so clients meet both kinds of TLS failure after the handshake."""
+        if self.tls is None:
+            return False
+        with self._connections_lock:
+            self._tls_drops += 1
+            return self._tls_drops % 2 == 0
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Clients that hang up (timeouts, drops) are normal here; only report real errors."""
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError) and not self.verbose():
+        """Clients that hang up (timeouts, drops, refused certificates) are normal here;
+        only report real errors."""
+        quiet = ConnectionError | TimeoutError | ssl.SSLError
+        if isinstance(sys.exc_info()[1], quiet) and not self.verbose():
             return
         super().handle_error(request, client_address)
 
@@ -87,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # under the handler's timeout
         self.server.track(self.connection, True)
 
     def finish(self) -> None:
@@ -158,6 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
         if response.drop:
             self.close_connection = True
             with contextlib.suppress(OSError):
+                if self.server.tls_violation_due():
+                    # Bytes that are no TLS record on an established TLS connection: the
+                    # client sees a TLS protocol error in mid-request, not just an EOF.
+                    os.write(self.connection.fileno(), b"HTTP/1.1 000 not a TLS record\r\n")
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         self._send(response)
@@ -184,10 +213,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(
-    host: str, port: int, handle: Callable[[Request], Response], verbose: Callable[[], bool]
+    host: str,
+    port: int,
+    handle: Callable[[Request], Response],
+    verbose: Callable[[], bool],
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[EmulatorHTTPServer, threading.Thread]:
-    """Bind and start serving in a daemon thread; port 0 picks a free port."""
-    server = EmulatorHTTPServer((host, port), handle, verbose)
+    """Bind and start serving in a daemon thread; port 0 picks a free port; HTTPS with `tls`."""
+    server = EmulatorHTTPServer((host, port), handle, verbose, tls)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.05},

@@ -43,6 +43,8 @@ class Api:
         return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
+        if "data" in kwargs:  # Part A: POST bodies are JSON, and say so
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
         return self.request("POST", path, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> requests.Response:

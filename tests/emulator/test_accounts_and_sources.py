@@ -87,7 +87,9 @@ def test_create_data_source_validation(api: Api, body: dict[str, object], field:
 
 
 def test_non_json_body_is_400(api: Api) -> None:
-    response = api.post("/v1/data-sources", data=b"{nope", headers={"Content-Type": "text/x"})
+    response = api.post(
+        "/v1/data-sources", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_input"
 

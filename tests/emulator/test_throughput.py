@@ -75,7 +75,7 @@ def test_work_per_request_does_not_grow_with_the_dataset() -> None:
     SQL statements, SQLite VM steps and Python calls of an ingestion into a keyed and a keyless
     dataset, a list poll and an ingestion detail."""
     emu = Emulator(EmulatorConfig(api_key=API_KEY, id_seed=3))
-    headers = {"x-api-key": API_KEY}
+    headers = {"x-api-key": API_KEY, "content-type": "application/json"}
 
     def call(method: str, path: str, body: object = None, query: str = "") -> dict[str, Any]:
         data = b"" if body is None else json.dumps(body).encode()
