@@ -70,6 +70,8 @@ class Batch:
             return None
         row = body.first + index
         if self.kept is not None:
+            if not 0 <= row < len(self.kept):
+                return None
             row = self.kept[row]
         return self.lane.offset + self.start + row + 1
 
@@ -92,7 +94,14 @@ class Batch:
         return tracker.input_lines(self.lane, number - self.lane.offset)
 
     def describe_row(self, tracker: StateTracker, body: RequestBody, index: Any) -> str:
-        """'record 7 (input line 9, id=7)': a row of a request as the user knows it."""
+        """'record 7 (input line 9, id=7)': a row of a request as the user knows it.
+        Never raises: it only words an error that is already on its way."""
+        try:
+            return self._describe_row(tracker, body, index)
+        except Exception:
+            return f"a record (index {index!r} in the request)"
+
+    def _describe_row(self, tracker: StateTracker, body: RequestBody, index: Any) -> str:
         number = self.record_number(body, index)
         if number is None:
             return f"a record (index {index!r} in the request)"

@@ -125,6 +125,52 @@ def test_a_rejection_names_the_streams_record_and_its_key(emulator, config):
 
 
 @pytest.mark.timeout(60)
+def test_a_rejection_in_a_later_request_of_a_collapsed_batch_is_one_clean_line(
+    emulator, config
+):
+    """Duplicates collapsed (ids 1 and 2 twice each), the batch sent as three requests: the
+    rejected row is row 0 of the third request, the batch's fifth row sent, the stream's
+    record 7. It is named as such, the error is the rejection (not a bug in naming it),
+    the summary counts it and no STATE passes it."""
+    messages = [schema("items", LOOSE, ["id"])]
+    for i, v in ((1, 1), (2, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, "text"), (6, 8)):
+        messages.append(record("items", id=i, v=v))
+    messages.append(state({"items": 8}))
+    run = run_target({**config, **REJECTING}, messages)
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr
+    assert "bug" not in run.stderr.lower()
+    assert len(run.error_lines) == 1, run.error_lines
+    line = run.error_lines[0]
+    assert "Databox rejected 1 of 2 records" in line, line
+    assert "record 7 (input line 8, id=5): v:" in line, line
+    assert ", 1 rejected," in summary_line(run.stderr, "items")
+    assert metric(run.stderr, "databox_records_rejected", "items") == 1
+    assert run.states == []
+
+
+def test_describe_row_never_raises_on_rows_it_cannot_place():
+    """Naming a rejected row only words an error already on its way: rows the batch
+    cannot place (an index past the collapsed rows, a body that does not match) get the
+    request index, never an exception that would replace the rejection."""
+    from target_databox.bodies import RequestBody
+    from target_databox.checkpoint import StateTracker
+    from target_databox.pipeline import Batch
+
+    tracker = StateTracker(lambda value: None)
+    lane = tracker.new_lane("items")
+    dataset = type("Dataset", (), {"primary_keys": ["id"]})()
+    batch = Batch(stream="items", lane=lane, start=0, end=4, dataset=dataset,  # type: ignore[arg-type]
+                  kept=[1, 3])
+    body = RequestBody(b'{"records":[{},{}]}', 2, [(1,), (2,)], first=1)
+    assert batch.describe_row(tracker, body, 1) == "a record (index 1 in the request)"
+    assert batch.describe_row(tracker, body, 0).startswith("record 4")
+    broken = RequestBody(b"", 3, [(1,)], first=0)  # fewer keys than rows
+    assert batch.describe_row(tracker, broken, 2).startswith("a record (index 2")
+    assert batch.describe_row(tracker, body, "x") == "a record (index 'x' in the request)"
+
+
+@pytest.mark.timeout(60)
 def test_the_rejected_records_file_names_record_number_and_key(emulator, config, tmp_path):
     path = tmp_path / "rejected.jsonl"
     run = run_target({**config, **REJECTING, "rejected_records_path": str(path)},
