@@ -41,6 +41,8 @@ class Runtime:
         self.settings = settings
         self.logger = logger
         self._started = False
+        #: (stream, array field) whose null elements validation accepted and logged.
+        self.null_items_noted: set[tuple[str, str]] = set()
         store = parse_store(settings.rate_limit_store)
         self.pacer = RequestPacer(
             settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger,

@@ -43,11 +43,17 @@ class CompiledValidator(BaseJSONSchemaValidator):
     bounds, `multipleOf` on Decimals), at a fraction of the cost."""
 
     def __init__(
-        self, schema: dict[str, t.Any], *, on_fallback: Callable[[str], None] | None = None
+        self,
+        schema: dict[str, t.Any],
+        *,
+        on_fallback: Callable[[str], None] | None = None,
+        on_null_item: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(schema)
         try:
-            self.compiled = compile_record_validator(schema, on_fallback=on_fallback)
+            self.compiled = compile_record_validator(
+                schema, on_fallback=on_fallback, on_null_item=on_null_item
+            )
         except JsonSchemaDefinitionException as exc:
             msg = f"the schema is not valid JSON Schema ({exc}); fix the tap's schema"
             raise InvalidJSONSchema(msg) from None
@@ -76,8 +82,9 @@ class ReportingValidator(CompiledValidator):
         failed: Callable[[Exception], Exception],
         *,
         on_fallback: Callable[[str], None] | None = None,
+        on_null_item: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(schema, on_fallback=on_fallback)
+        super().__init__(schema, on_fallback=on_fallback, on_null_item=on_null_item)
         self.describe = describe
         self.failed = failed
 
@@ -246,9 +253,25 @@ class DataboxSink(BoundarySink):
             )
 
         self.validator = ReportingValidator(
-            self.schema, self._invalid_record, self._validator_failed, on_fallback=fallback
+            self.schema, self._invalid_record, self._validator_failed,
+            on_fallback=fallback, on_null_item=self._null_item_accepted,
         )
         return self.validator
+
+    def _null_item_accepted(self, field: str) -> None:
+        """A null array element the schema did not allow was accepted: said once per
+        stream and field (see validation.py)."""
+        noted = self.runtime.null_items_noted
+        if (self.stream_name, field) in noted:
+            return
+        noted.add((self.stream_name, field))
+        self.logger.warning(
+            "Stream '%s', record %d (input line %d): field '%s' has a null element, which "
+            "its schema's items do not allow; accepted (Databox takes null anywhere, as SQL "
+            "array columns hold NULL elements). Said once per stream and field",
+            self.stream_name, self.lane.offset + self.lane.received + 1,
+            self._target.input_line, field,
+        )
 
     def _where(self, ahead: int = 0) -> str:
         """"Stream 's', record N (input line L)": N counts the stream's records (`ahead`:

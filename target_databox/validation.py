@@ -10,10 +10,18 @@ booleans become their draft-6 form, and `multipleOf` is checked exactly (decimal
 arithmetic, no float rounding) by our own generated code. Formats are not asserted
 (like the SDK's default validator); date-times are checked when rows are shaped.
 `$ref`s are resolved inside the schema only: a tap's schema never makes us fetch a URL.
+
+Null elements inside arrays are accepted whatever the items' schema says: Databox takes
+null anywhere, SQL array columns hold NULL elements, and a Meltano SDK tap
+(MeltanoLabs tap-postgres) declares a `text[]` column's items as `{"type": "string"}` yet
+sends its NULL elements. The schema as written is checked first (no cost for records that
+match it); only a record whose first violation is a null array element is checked again
+against the schema with nullable items, and the caller is told the field (to say it once).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
@@ -124,17 +132,85 @@ def adapt_schema(node: Any, *, draft4: bool) -> Any:
     return out
 
 
+def nullable_items(node: Any) -> Any:
+    """A copy of the schema in which every array's items may also be null."""
+    if isinstance(node, list):
+        return [nullable_items(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: nullable_items(value) for key, value in node.items()}
+    items = out.get("items")
+    if isinstance(items, dict):
+        out["items"] = _or_null(items)
+    elif isinstance(items, list):
+        out["items"] = [_or_null(item) if isinstance(item, dict) else item for item in items]
+    return out
+
+
+def _or_null(item: dict[str, Any]) -> dict[str, Any]:
+    """`item`, also allowing null (adding to `type`/`enum` keeps its error messages)."""
+    if not item or set(item) <= {"description", "title", "$comment"}:
+        return item  # anything goes already
+    kind = item.get("type")
+    if kind is not None and not ({"$ref", "anyOf", "oneOf", "allOf", "not", "const"} & set(item)):
+        kinds = [kind] if isinstance(kind, str) else list(kind)
+        out = dict(item)
+        if "null" not in kinds:
+            out["type"] = [*kinds, "null"]
+        enum = item.get("enum")
+        if isinstance(enum, list) and None not in enum:
+            out["enum"] = [*enum, None]
+        return out
+    return {"anyOf": [item, {"type": "null"}]}
+
+
+#: A field name as fastjsonschema gives it, whose last part is an array element.
+_ELEMENT = re.compile(r"\[\d+\]$")
+
+
+def element_field(name: str) -> str:
+    """"data.tags[1]" → "tags[]": the array field, for messages."""
+    field = name[4:].lstrip(".") if name.startswith("data") else name
+    return re.sub(r"\[\d+\]", "[]", field)
+
+
 def compile_record_validator(
-    schema: dict[str, Any], *, on_fallback: Callable[[str], None] | None = None
+    schema: dict[str, Any],
+    *,
+    on_fallback: Callable[[str], None] | None = None,
+    on_null_item: Callable[[str], None] | None = None,
 ) -> Validate:
     """The compiled validator for one stream's records.
 
     Raises JsonSchemaDefinitionException for a schema that is not valid JSON Schema.
     Should fastjsonschema's code generator change under us, records are validated by
-    its plain `compile` without `multipleOf` (and `on_fallback` is told why).
+    its plain `compile` without `multipleOf` (and `on_fallback` is told why). Null array
+    elements pass (see the module docstring); `on_null_item` gets the field of each.
     """
     draft4 = "draft-04" in str(schema.get("$schema", ""))
     adapted = adapt_schema(schema, draft4=draft4)
+    strict = _compile(adapted, on_fallback)
+    lenient_schema = nullable_items(adapted)
+    if lenient_schema == adapted:
+        return strict  # no array whose items exclude null: nothing to add per record
+    lenient = _compile(lenient_schema, None)
+
+    def validate(record: Any) -> Any:
+        try:
+            return strict(record)
+        except JsonSchemaValueException as exc:
+            name = str(exc.name or "")
+            if exc.value is not None or not _ELEMENT.search(name):
+                raise
+        result = lenient(record)  # raises the record's real violation, if any
+        if on_null_item is not None:
+            on_null_item(element_field(name))
+        return result
+
+    return validate
+
+
+def _compile(adapted: dict[str, Any], on_fallback: Callable[[str], None] | None) -> Validate:
     try:
         resolver = RefResolver.from_schema(adapted, handlers=_HANDLERS, store={})
         generator = _generator_for(adapted)(
@@ -187,6 +263,8 @@ __all__ = [
     "adapt_schema",
     "compile_record_validator",
     "describe_violation",
+    "element_field",
     "fastjsonschema",
     "is_multiple_of",
+    "nullable_items",
 ]

@@ -10,7 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from target_databox.validation import adapt_schema, compile_record_validator, is_multiple_of
+from target_databox.validation import (
+    JsonSchemaValueException,
+    adapt_schema,
+    compile_record_validator,
+    is_multiple_of,
+)
 from tests.support import run_target
 from tests.test_thread_failures import run_patched
 
@@ -250,3 +255,59 @@ def test_a_remote_ref_is_never_fetched():
     schema = {"type": "object", "properties": {"a": {"$ref": "http://127.0.0.1:9/x.json"}}}
     with pytest.raises(Exception, match="does not fetch"):
         compile_record_validator(schema)
+
+
+#: What MeltanoLabs tap-postgres 0.10.0 declares for a text[] column (its NULL elements
+#: are sent all the same).
+ML_TAGS = {"type": ["array", "null"], "items": {"type": "string"}}
+
+
+def test_null_array_elements_pass_whatever_the_items_schema_says():
+    noted: list[str] = []
+    validate = compile_record_validator(
+        {"type": "object", "properties": {
+            "tags": ML_TAGS,
+            "grid": {"type": "array", "items": {"type": "array", "items": {"enum": ["a"]}}},
+            "rows": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}}}},
+            "n": {"type": "integer"},
+        }},
+        on_null_item=noted.append,
+    )
+    validate({"tags": ["a", None, "b"], "n": 1})
+    validate({"grid": [["a", None], None], "n": 1})
+    assert noted == ["tags[]", "grid[][]"]
+    # Anything but a null element is still checked, also behind an accepted null.
+    for record, field in (
+        ({"tags": ["a", 5]}, "data.tags[1]"),
+        ({"tags": [None], "n": "one"}, "data.n"),
+        ({"rows": [{"name": None}]}, "data.rows[0].name"),  # a property, not an element
+        ({"grid": [["b"]]}, "data.grid[0][0]"),
+    ):
+        with pytest.raises(JsonSchemaValueException) as caught:
+            validate(record)
+        assert caught.value.name == field, (record, caught.value)
+    assert noted == ["tags[]", "grid[][]"]
+
+
+@pytest.mark.timeout(60)
+def test_a_null_array_element_loads_and_is_said_once_per_stream_and_field(emulator, config):
+    """MeltanoLabs tap-postgres sends NULL elements of text[] columns whose items it
+    declares as strings: with validation on (the default) they load, said once."""
+    schema = {"type": "SCHEMA", "stream": "public-corpus", "key_properties": ["id"],
+              "schema": {"type": "object", "properties": {
+                  "id": {"type": ["integer"]}, "tags": ML_TAGS}}}
+    records = [{"id": 1, "tags": ["a", None]}, {"id": 2, "tags": [None, "b", None]},
+               {"id": 3, "tags": None}]
+    lines = [json.dumps(schema)] + [
+        json.dumps({"type": "RECORD", "stream": "public-corpus", "record": r}) for r in records
+    ]
+    run = run_target(config, "\n".join(lines) + "\n")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {r["id"]: r for r in emulator.rows(emulator.find_dataset("public-corpus")["id"])}
+    assert rows[1]["tags"] == ["a", None]
+    assert rows[2]["tags"] == [None, "b", None]
+    assert rows[3]["tags"] is None
+    said = [line for line in run.stderr.splitlines() if "has a null element" in line]
+    assert len(said) == 1, run.stderr[-3000:]
+    assert "Stream 'public-corpus', record 1 (input line 2): field 'tags[]'" in said[0]
