@@ -23,6 +23,8 @@ class RequestBody:
     data: bytes
     count: int
     keys: list[Any] | None
+    #: Index of the body's first row among the rows its batch sent (to name rejected rows).
+    first: int = 0
 
     def records(self) -> list[Any]:
         """The rows back as Python values (only needed to report rejected ones)."""
@@ -59,4 +61,6 @@ def pack(
 
 def _body(rows: Sequence[bytes], keys: Sequence[Any] | None, start: int, end: int) -> RequestBody:
     data = BODY_PREFIX + b",".join(rows[start:end]) + BODY_SUFFIX
-    return RequestBody(data, end - start, list(keys[start:end]) if keys is not None else None)
+    return RequestBody(
+        data, end - start, list(keys[start:end]) if keys is not None else None, start
+    )

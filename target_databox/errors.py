@@ -104,6 +104,30 @@ class DataboxConnectionError(TargetDataboxError):
     is_retryable = True
 
 
+class OutputError(TargetDataboxError):
+    """The target's own output (stdout, where STATE goes) cannot be written."""
+
+
+class UnexpectedError(TargetDataboxError):
+    """Something the target did not foresee failed (a bug): reported as one line that
+    names what failed, and the run stops without checkpointing anything more."""
+
+    @classmethod
+    def wrap(cls, exc: BaseException, what: str) -> TargetDataboxError:
+        """`exc` as a run failure naming `what`; errors already meant for users pass."""
+        if isinstance(exc, TargetDataboxError):
+            return exc
+        detail = " ".join(str(exc).split()) or "no message"
+        wrapped = cls(
+            f"{what} failed unexpectedly ({type(exc).__name__}: {detail[:300]}); nothing "
+            "after the last STATE the target wrote was checkpointed, so re-running from it "
+            "is safe. This looks like a target-databox bug: please report it "
+            "(LOGLEVEL=DEBUG shows the traceback)"
+        )
+        wrapped.__cause__ = exc
+        return wrapped
+
+
 class IngestionFailedError(TargetDataboxError):
     """Databox accepted an ingestion but did not load all of its records."""
 

@@ -32,6 +32,7 @@ from target_databox.errors import (
     DataboxConnectionError,
     IngestionFailedError,
     TargetDataboxError,
+    UnexpectedError,
 )
 from target_databox.keyless import OriginalFinder, SendWindow
 from target_databox.verify import IngestionVerifier, Outcome, PendingIngestion
@@ -60,6 +61,58 @@ class Batch:
     outstanding: int = 0
     ingestion_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: When duplicates were collapsed: for each row sent, its index among the batch's rows.
+    kept: list[int] | None = None
+
+    def record_number(self, body: RequestBody, index: int) -> int | None:
+        """The stream's record number (1-based) of row `index` of `body`."""
+        if not (isinstance(index, int) and 0 <= index < body.count):
+            return None
+        row = body.first + index
+        if self.kept is not None:
+            if not 0 <= row < len(self.kept):
+                return None
+            row = self.kept[row]
+        return self.lane.offset + self.start + row + 1
+
+    def key_values(self, body: RequestBody, index: int) -> dict[str, Any] | None:
+        """The primary-key values of row `index` of `body` (None without keys)."""
+        names = self.dataset.primary_keys
+        if not names or body.keys is None or not (
+            isinstance(index, int) and 0 <= index < len(body.keys)
+        ):
+            return None
+        return dict(zip(names, body.keys[index], strict=False))
+
+    def input_lines(
+        self, tracker: StateTracker, body: RequestBody, index: int
+    ) -> tuple[int, int] | None:
+        """The input lines (first, last) that may hold row `index` of `body`."""
+        number = self.record_number(body, index)
+        if number is None:
+            return None
+        return tracker.input_lines(self.lane, number - self.lane.offset)
+
+    def describe_row(self, tracker: StateTracker, body: RequestBody, index: Any) -> str:
+        """'record 7 (input line 9, id=7)': a row of a request as the user knows it.
+        Never raises: it only words an error that is already on its way."""
+        try:
+            return self._describe_row(tracker, body, index)
+        except Exception:
+            return f"a record (index {index!r} in the request)"
+
+    def _describe_row(self, tracker: StateTracker, body: RequestBody, index: Any) -> str:
+        number = self.record_number(body, index)
+        if number is None:
+            return f"a record (index {index!r} in the request)"
+        details = []
+        lines = self.input_lines(tracker, body, index)
+        if lines is not None:
+            low, high = lines
+            details.append(f"input line {low}" if low == high else f"input lines {low}-{high}")
+        keys = self.key_values(body, index)
+        details += [f"{k}={v!r}" for k, v in (keys or {}).items()]
+        return f"record {number}" + (f" ({', '.join(details)})" if details else "")
 
 
 @dataclass
@@ -114,6 +167,8 @@ class IngestionPipeline:
         self._closed = False
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
+        #: Called once, from the failing thread, when the run first fails.
+        self.on_failure: Callable[[], None] | None = None
         self._in_flight = 0  # bodies submitted and not yet settled
         self._unsent = 0  # bodies queued and not yet through a sender
         self._unverified_bytes = 0
@@ -122,17 +177,29 @@ class IngestionPipeline:
         self._unverified_batches = 0
         self.stats: dict[str, StreamStats] = {}
         self.verifier = IngestionVerifier(
-            client, timeout_seconds=ingestion_timeout, on_failure=self.fail, logger=logger
+            client, timeout_seconds=ingestion_timeout, on_failure=self._verifier_failed,
+            logger=logger,
         )
 
     # Failure ---------------------------------------------------------------------------
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, what: str = "A background thread") -> None:
+        """Stop the run: nothing more is released, and every waiter raises `exc`.
+        An unexpected exception is reported as one line naming `what` failed."""
+        if not isinstance(exc, TargetDataboxError):
+            self._logger.debug("%s failed", what, exc_info=exc)
+            exc = UnexpectedError.wrap(exc, what)
         with self._cond:
-            if self._failure is None:
+            first = self._failure is None
+            if first:
                 self._failure = exc
             self._tracker.fail()
             self._cond.notify_all()
+        if first and self.on_failure is not None:
+            self.on_failure()
+
+    def _verifier_failed(self, exc: BaseException) -> None:
+        self.fail(exc, "The ingestion verifier (settling verified records and releasing STATE)")
 
     @property
     def failure(self) -> BaseException | None:
@@ -213,7 +280,7 @@ class IngestionPipeline:
     def abort(self, exc: BaseException) -> None:
         """Fail closed without waiting: queued bodies are dropped, nothing more is released."""
         self.restore_switch_interval()
-        self.fail(exc)
+        self.fail(exc, "Reading the input")
         self.verifier.stop()
         while True:
             try:
@@ -260,6 +327,12 @@ class IngestionPipeline:
         while (item := self._queue.get()) is not None:
             try:
                 self._send(*item)
+            except BaseException as exc:  # never let a sender die silently: waiters hang
+                self.fail(
+                    _with_stream(exc, item[0].stream),
+                    f"Sender thread {threading.current_thread().name} (stream "
+                    f"'{item[0].stream}', records {item[0].start + 1}-{item[0].end})",
+                )
             finally:
                 with self._cond:
                     self._unsent -= 1
@@ -274,7 +347,9 @@ class IngestionPipeline:
         try:
             accepted = self._ingest(batch.dataset, body)
         except BaseException as exc:  # reported on the main thread
-            self.fail(_with_stream(exc, batch.stream))
+            self.fail(
+                _with_stream(exc, batch.stream), f"Sending records of stream '{batch.stream}'"
+            )
             return
         self._logger.debug(
             "Stream '%s': ingestion %s accepted (%d records)",
@@ -357,15 +432,17 @@ class IngestionPipeline:
         outcome: Outcome,
         ingestion_id: str = "",
     ) -> None:
+        stats = self.stats_for(batch.stream)
+        if outcome.rejected:
+            with self._cond:  # counted even when the rejections fail the run
+                stats.rejected += outcome.rejected
         try:
             self._check_outcome(batch, body, outcome, ingestion_id)
         except BaseException as exc:
-            self.fail(exc)
+            self.fail(exc, f"Checking ingestion {ingestion_id} of stream '{batch.stream}'")
             return
-        stats = self.stats[batch.stream]
         with self._cond:
             stats.records_verified += body.count - outcome.rejected
-            stats.rejected += outcome.rejected
             stats.finished_at = time.monotonic()
             counts = batch.dataset.unverified_keys
             for key in body.keys or ():  # one pass (Counter.subtract loops in Python too)
@@ -387,7 +464,11 @@ class IngestionPipeline:
             try:
                 self._tracker.settle(batch.lane, batch.start, batch.end)
             except BaseException as exc:  # e.g. the rejected-records file cannot be synced
-                self.fail(exc)
+                self.fail(exc, (
+                    f"Releasing STATE after records {batch.start + 1}-{batch.end} of stream "
+                    f"'{batch.stream}' were verified"
+                ))
+                return
         with self._cond:
             if done:
                 self._unverified_batches -= 1
@@ -411,7 +492,9 @@ class IngestionPipeline:
             self._on_rejected(batch, body, ingestion_id, outcome)
             return
         first = "; ".join(
-            f"record {e.get('recordIndex')}: {e.get('field')}: {e.get('message')}"
+            f"{batch.describe_row(self._tracker, body, e.get('recordIndex'))}: "
+            f"{e.get('field')}: "
+            f"{e.get('message')}"
             for e in outcome.errors[:3]
         ) or "no error details given"
         msg = (

@@ -69,8 +69,11 @@ class RunReporter:
             thread.join(timeout=5)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.log_progress()
+        try:
+            while not self._stop.wait(self._interval):
+                self.log_progress()
+        except BaseException as exc:  # the run must not go on half-observed, nor hang
+            self._pipeline.fail(exc, "The progress reporter")
 
     def records_read(self) -> dict[str, int]:
         read: dict[str, int] = {}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import typing as t
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -25,7 +27,7 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_databox.errors import InputError
+from target_databox.errors import InputError, TargetDataboxError, UnexpectedError
 
 logger = logging.getLogger("target-databox")
 
@@ -38,12 +40,29 @@ _SDK_INPUT_ERRORS = (
 )
 
 
+#: Sent to the main thread to end a blocking read when the run failed in another thread.
+_WAKE_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR1", None)
+
 #: One message handler, as the SDK passes them to `process_lines`.
 Handler = Callable[[dict[str, t.Any]], None]
 
 #: How a Singer message line starts (bytes or text input): such a line is not blank, and
 #: checking that costs no copy of the line.
 _MESSAGE_START = (b"{", "{")
+
+
+#: Characters Python's `str.splitlines` (and so some line readers) treat as line breaks
+#: that JSON allows unescaped inside strings: written as escapes, the value is the same.
+_LINE_BREAKS_IN_STRINGS = ("\u2028", "\u2029", "\x85")
+
+
+class _StateValue(msgspec.Struct):
+    """The `value` of a STATE line as the tap's own JSON text (numbers are not parsed)."""
+
+    value: msgspec.Raw = msgspec.Raw(b"")
+
+
+_STATE_DECODER = msgspec.json.Decoder(_StateValue)
 
 
 class _StopReading(Exception):
@@ -59,6 +78,8 @@ class DataboxReader(MsgSpecReader):
         self.stop_requested = False
         self._blocked_in_read = False
         self._warned_types: set[str] = set()
+        self._main_thread_id: int | None = None
+        self._woken = False
         self._line: t.Any = None  # the line being handled, for error messages
         #: Called once before the first line is read (the run's start).
         self.on_start: Callable[[], None] | None = None
@@ -90,9 +111,16 @@ class DataboxReader(MsgSpecReader):
                 self.on_abort(error)
             raise error from None
         except BaseException as exc:
+            failure = exc
+            if isinstance(exc, Exception) and not isinstance(exc, TargetDataboxError):
+                # A bug: reported as one line naming the input line it happened on.
+                logger.debug("Unexpected error", exc_info=True)
+                failure = UnexpectedError.wrap(exc, f"Processing {self._where()}")
             if self.on_abort is not None:
-                self.on_abort(exc)
-            raise
+                self.on_abort(failure)
+            if failure is exc:
+                raise
+            raise failure from None
 
     def _dispatch(
         self, lines: Iterator[t.Any], callbacks: dict[str, Callable[[dict[str, t.Any]], None]]
@@ -113,6 +141,30 @@ class DataboxReader(MsgSpecReader):
             stats[kind] += 1
         return Counter(stats)
 
+    def install_wake_signal(self) -> None:
+        """Let other threads end a blocking read (see `wake`); main thread only."""
+        if _WAKE_SIGNAL is None or threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(_WAKE_SIGNAL, self._on_wake_signal)
+        self._main_thread_id = threading.main_thread().ident
+
+    def wake(self) -> None:
+        """Stop reading now, even in the middle of a blocking read: the run failed in
+        another thread, and a tap that sends nothing for a while must not delay that.
+        The signal is sent even when the main thread seems busy: it may be about to read,
+        and the handler only sets a flag unless a read is in progress."""
+        self._woken = True
+        self.stop_requested = True
+        target = self._main_thread_id
+        if target is not None and threading.get_ident() != target and _WAKE_SIGNAL is not None:
+            with contextlib.suppress(OSError, ValueError):
+                signal.pthread_kill(target, _WAKE_SIGNAL)
+
+    def _on_wake_signal(self, signum: int, frame: t.Any) -> None:
+        """Only `wake` stops reading: a SIGUSR1 from elsewhere is ignored."""
+        if self._woken:
+            self.request_stop()
+
     def request_stop(self) -> None:
         """Called from a signal handler: stop after the current message."""
         self.stop_requested = True
@@ -121,9 +173,13 @@ class DataboxReader(MsgSpecReader):
 
     def _lines(self, stream: t.Iterable[t.Any]) -> Iterator[t.Any]:
         iterator = iter(stream)
-        while not self.stop_requested:
-            self._blocked_in_read = True
+        while True:
             try:
+                # Flag first, then look: a stop requested (and its signal sent) after the
+                # look finds the flag set and interrupts the read; one before, is seen.
+                self._blocked_in_read = True
+                if self.stop_requested:
+                    return
                 line = next(iterator)
             except (StopIteration, _StopReading):
                 return
@@ -133,14 +189,48 @@ class DataboxReader(MsgSpecReader):
             if line[:1] in _MESSAGE_START or line.strip():  # skip blank lines, cheaply
                 yield line
 
-    def _describe(self, exc: Exception) -> str:
-        """The SDK's complaint about the current line, with where it is and what to do."""
-        where = f"Input line {self.line_number}"
-        message: t.Any = None
+    def state_value_text(self) -> str | None:
+        """The current STATE line's `value`, exactly as the tap wrote it, as one line.
+
+        Re-emitting this text (rather than re-encoding the parsed value) keeps every
+        number, string and nesting of the tap's STATE exact. Only STATE lines pay for
+        this second decode. None when there is no current line to read it from.
+        """
+        line = self._line
+        if not line:
+            return None
+        try:
+            raw = bytes(_STATE_DECODER.decode(line).value)
+        except msgspec.DecodeError:
+            return None
+        if not raw:
+            return None
+        text = raw.decode("utf-8")
+        if "\r" in text:  # only possible as whitespace between tokens
+            text = text.replace("\r", " ")
+        for char in _LINE_BREAKS_IN_STRINGS:
+            if char in text:  # only possible inside strings
+                text = text.replace(char, f"\\u{ord(char):04x}")
+        return text
+
+    def _current(self) -> t.Any:
+        """The current line decoded again (error paths only), or None."""
         with contextlib.suppress(msgspec.DecodeError):
-            message = decoder.decode(self._line or b"")
+            return decoder.decode(self._line or b"")
+        return None
+
+    def _where(self, message: t.Any = None) -> str:
+        """'input line N (RECORD of stream 's')'."""
+        message = self._current() if message is None else message
+        where = f"input line {self.line_number}"
         if isinstance(message, dict) and message.get("stream"):
             where += f" ({message.get('type')} of stream '{message.get('stream')}')"
+        return where
+
+    def _describe(self, exc: Exception) -> str:
+        """The SDK's complaint about the current line, with where it is and what to do."""
+        message = self._current()
+        where = "I" + self._where(message)[1:]
         text = " ".join(str(exc).split())
         if isinstance(exc, MissingKeyPropertiesError):
             return (f"{where}: {text}; every record must carry its stream's key properties "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,7 +21,11 @@ from target_databox.verify import Outcome
 
 
 class RejectedRecordsFile:
-    """Appends `{stream, dataset_id, ingestion_id, record_index, record, field, code, message}`."""
+    """Appends `{stream, record_number, input_line, input_lines, key, dataset_id,
+    ingestion_id, record_index, record, field, code, message}`: `record_number` counts the
+    stream's records (1-based); `input_line` is the record's input line when known
+    exactly, `input_lines` the [first, last] lines that may hold it; `key` holds the key
+    properties' values; `record_index` is the row's place in its request."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -36,6 +41,7 @@ class RejectedRecordsFile:
         ingestion_id: str,
         body: RequestBody,
         outcome: Outcome,
+        locate: Callable[[int], dict[str, Any]] | None = None,
     ) -> None:
         records = body.records()
         by_index: dict[int, list[dict[str, Any]]] = {}
@@ -46,8 +52,13 @@ class RejectedRecordsFile:
         lines: list[bytes] = []
         for index, errors in sorted(by_index.items()):
             first = errors[0]
+            where = locate(index) if locate is not None else {}
             lines.append(encode_json({
                 "stream": stream,
+                "record_number": where.get("record_number"),
+                "input_line": where.get("input_line"),
+                "input_lines": where.get("input_lines"),
+                "key": where.get("key"),
                 "dataset_id": dataset_id,
                 "ingestion_id": ingestion_id,
                 "record_index": index,

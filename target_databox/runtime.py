@@ -34,13 +34,15 @@ class Runtime:
         settings: Settings,
         api_key: str,
         *,
-        write_state: Callable[[dict[str, Any]], None],
+        write_state: Callable[[str], None],
         logger: logging.Logger,
         user_agent: str,
     ) -> None:
         self.settings = settings
         self.logger = logger
         self._started = False
+        #: (stream, array field) whose null elements validation accepted and logged.
+        self.null_items_noted: set[tuple[str, str]] = set()
         store = parse_store(settings.rate_limit_store)
         self.pacer = RequestPacer(
             settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger,
@@ -134,7 +136,18 @@ class Runtime:
         self, batch: Batch, body: RequestBody, ingestion_id: str, outcome: Outcome
     ) -> None:
         assert self.rejects is not None
-        self.rejects.write(batch.stream, batch.dataset.id, ingestion_id, body, outcome)
+        def locate(index: int) -> dict[str, Any]:
+            lines = batch.input_lines(self.tracker, body, index)
+            return {
+                "record_number": batch.record_number(body, index),
+                "input_line": lines[0] if lines and lines[0] == lines[1] else None,
+                "input_lines": list(lines) if lines else None,
+                "key": batch.key_values(body, index),
+            }
+
+        self.rejects.write(
+            batch.stream, batch.dataset.id, ingestion_id, body, outcome, locate=locate
+        )
 
     def abort(self, exc: BaseException) -> None:
         """Reading failed. What was already sent is still verified (so every STATE it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typing as t
 
-import fastjsonschema
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 from typing_extensions import override
@@ -16,6 +15,12 @@ from target_databox.errors import InputError
 from target_databox.pipeline import Batch
 from target_databox.records import RowShaper, encode_json
 from target_databox.sdk_boundary import BoundarySink
+from target_databox.validation import (
+    JsonSchemaDefinitionException,
+    JsonSchemaValueException,
+    compile_record_validator,
+    describe_violation,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,31 +38,55 @@ _SDC_COLUMNS = frozenset({
 
 
 class CompiledValidator(BaseJSONSchemaValidator):
-    """JSON-schema validation compiled to Python code (fastjsonschema): same verdicts as
-    the SDK's default validator with formats off, at a fraction of the cost."""
+    """JSON-schema validation compiled to Python code (see validation.py): the SDK's
+    default validator's verdicts with formats off, for real taps' schemas (draft-4
+    bounds, `multipleOf` on Decimals), at a fraction of the cost."""
 
-    def __init__(self, schema: dict[str, t.Any]) -> None:
+    def __init__(
+        self,
+        schema: dict[str, t.Any],
+        *,
+        on_fallback: Callable[[str], None] | None = None,
+        on_null_item: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(schema)
         try:
-            self.compiled = fastjsonschema.compile(schema, use_default=False, use_formats=False)
-        except fastjsonschema.JsonSchemaDefinitionException as exc:
-            msg = f"Schema Validation Error: {exc}"
-            raise InvalidJSONSchema(msg) from exc
+            self.compiled = compile_record_validator(
+                schema, on_fallback=on_fallback, on_null_item=on_null_item
+            )
+        except JsonSchemaDefinitionException as exc:
+            msg = f"the schema is not valid JSON Schema ({exc}); fix the tap's schema"
+            raise InvalidJSONSchema(msg) from None
+        except Exception as exc:  # a validator bug must not be a traceback
+            msg = (
+                f"the schema cannot be compiled for validation ({type(exc).__name__}: "
+                f"{exc}); set validate_records: false to load without validation"
+            )
+            raise InvalidJSONSchema(msg) from None
 
     def validate(self, record: dict[str, t.Any]) -> None:
         try:
             self.compiled(record)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise InvalidRecord(exc.message, record) from exc
+        except JsonSchemaValueException as exc:
+            raise InvalidRecord(describe_violation(exc), record) from None
 
 
 class ReportingValidator(CompiledValidator):
     """A CompiledValidator whose verdict is the sink's one-line error (InvalidRecord would
-    make the SDK's record path log a traceback first)."""
+    make the SDK's record path log a traceback first); a validator bug is one line too."""
 
-    def __init__(self, schema: dict[str, t.Any], describe: Callable[[str], Exception]) -> None:
-        super().__init__(schema)
+    def __init__(
+        self,
+        schema: dict[str, t.Any],
+        describe: Callable[[str], Exception],
+        failed: Callable[[Exception], Exception],
+        *,
+        on_fallback: Callable[[str], None] | None = None,
+        on_null_item: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(schema, on_fallback=on_fallback, on_null_item=on_null_item)
         self.describe = describe
+        self.failed = failed
 
     @override
     def validate(self, record: dict[str, t.Any]) -> None:
@@ -65,6 +94,8 @@ class ReportingValidator(CompiledValidator):
             super().validate(record)
         except InvalidRecord as exc:
             raise self.describe(exc.error_message) from None
+        except Exception as exc:  # a validator bug: one line, not a traceback
+            raise self.failed(exc) from None
 
 
 class DataboxSink(BoundarySink):
@@ -115,6 +146,8 @@ class DataboxSink(BoundarySink):
         self.dataset = self.runtime.resolver.dataset_for(
             stream_name, list(self.key_properties) or None
         )
+        stats = self._pipeline.stats_for(stream_name)  # the summary names it from now on
+        stats.dataset_id, stats.dataset_title = self.dataset.id, self.dataset.title
         self._check_column_types()
 
     def _check_column_types(self) -> None:
@@ -155,8 +188,10 @@ class DataboxSink(BoundarySink):
         if validate is not None:
             try:
                 validate(record)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                raise self._invalid_record(exc.message) from None
+            except JsonSchemaValueException as exc:
+                raise self._invalid_record(describe_violation(exc)) from None
+            except Exception as exc:  # a validator bug: one line, not a traceback
+                raise self._validator_failed(exc) from None
         batch = self._batch
         if self._preprocess is not None:
             record = self._preprocess(record, batch)
@@ -175,18 +210,20 @@ class DataboxSink(BoundarySink):
             f"Key Properties: {list(self._key_names)}, Record Keys: {list(record.keys())}"
         )
 
-    def check_record(self, record: dict[str, t.Any]) -> None:
+    def check_record(self, record: dict[str, t.Any], *, ahead: int = 0) -> None:
         """take_record's validation and key check alone (same errors), for a record that
-        waits in a table-version spool: a bad record fails the run before its version
-        purges the dataset. The record is left as it is."""
+        waits in a table-version spool (behind `ahead` others): a bad record fails the run
+        before its version purges the dataset. The record is left as it is."""
         if not _SDC_COLUMNS.isdisjoint(record):
             record = {k: v for k, v in record.items() if k not in _SDC_COLUMNS}
         validate = self._compiled_validate
         if validate is not None:
             try:
                 validate(record)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                raise self._invalid_record(exc.message) from None
+            except JsonSchemaValueException as exc:
+                raise self._invalid_record(describe_violation(exc), ahead) from None
+            except Exception as exc:  # a validator bug: one line, not a traceback
+                raise self._validator_failed(exc, ahead) from None
         for key in self._key_names:
             if key not in record:
                 raise self._missing_key(record)
@@ -208,14 +245,64 @@ class DataboxSink(BoundarySink):
     def get_validator(self) -> BaseJSONSchemaValidator | None:
         if not self.validate_schema:
             return None
-        self.validator = ReportingValidator(self.schema, self._invalid_record)
+
+        def fallback(reason: str) -> None:
+            self.logger.warning(
+                "Stream '%s': multipleOf is not checked (the exact check could not be "
+                "compiled: %s)", self.stream_name, reason,
+            )
+
+        self.validator = ReportingValidator(
+            self.schema, self._invalid_record, self._validator_failed,
+            on_fallback=fallback, on_null_item=self._null_item_accepted,
+        )
         return self.validator
 
-    def _invalid_record(self, problem: str) -> InputError:
+    def _null_item_accepted(self, field: str) -> None:
+        """A null array element the schema did not allow was accepted: said once per
+        stream and field (see validation.py)."""
+        noted = self.runtime.null_items_noted
+        if (self.stream_name, field) in noted:
+            return
+        noted.add((self.stream_name, field))
+        self.logger.warning(
+            "Stream '%s', record %d (input line %d): field '%s' has a null element, which "
+            "its schema's items do not allow; accepted (Databox takes null anywhere, as SQL "
+            "array columns hold NULL elements). Said once per stream and field",
+            self.stream_name, self.lane.offset + self.lane.received + 1,
+            self._target.input_line, field,
+        )
+
+    def _where(self, ahead: int = 0) -> str:
+        """"Stream 's', record N (input line L)": N counts the stream's records (`ahead`:
+        records of the stream read before this one but not in the lane yet, spooled)."""
+        number = self.lane.offset + self.lane.received + ahead + 1
+        return (
+            f"Stream '{self.stream_name}', record {number} (input line "
+            f"{self._target.input_line})"
+        )
+
+    def _invalid_record(self, problem: str, ahead: int = 0) -> InputError:
         return InputError(
-            f"Stream '{self.stream_name}', record {self.lane.received + 1} (input "
-            f"line {self._target.input_line}) does not match its schema: {problem}; fix "
-            "the tap, or set validate_records: false to send it anyway"
+            f"{self._where(ahead)} does not match its schema: {problem}. Fix the tap "
+            "(or its schema), or set validate_records: false to send such records anyway"
+        )
+
+    def _located(self, exc: InputError, position: int) -> InputError:
+        """A shaping error naming `record N` given the input line (and N counting the
+        stream's records, not only this SCHEMA's)."""
+        number = self.lane.offset + position
+        text = str(exc).replace(
+            f"record {position}",
+            f"record {number} (input line {self._target.input_line})", 1,
+        )
+        return InputError(text)
+
+    def _validator_failed(self, exc: Exception, ahead: int = 0) -> InputError:
+        return InputError(
+            f"{self._where(ahead)}: the schema validator failed on this record "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); set "
+            "validate_records: false to load without validation (and please report this)"
         )
 
     # Records ----------------------------------------------------------------------------
@@ -227,14 +314,17 @@ class DataboxSink(BoundarySink):
         context = self._batch
         lane = self.lane
         position = lane.received + 1
-        row = self.shaper.shape(record, position)
+        try:
+            row = self.shaper.shape(record, position)
+        except InputError as exc:  # say where: the stream's record number, the input line
+            raise self._located(exc, position) from None
         data = encode_json(row)
         if len(data) > self._max_row_bytes:
             msg = (
-                f"Stream '{self.stream_name}', record {position} "
-                f"({self.shaper.describe_key(record)}) is {len(data):,} bytes as JSON, more "
-                f"than max_request_bytes ({self.runtime.settings.max_request_bytes:,}) allows "
-                "for one request; shrink or drop its large fields with a stream map"
+                f"{self._where()} ({self.shaper.describe_key(record)}) is {len(data):,} "
+                "bytes as JSON, more than max_request_bytes "
+                f"({self.runtime.settings.max_request_bytes:,}) allows for one request; "
+                "shrink or drop its large fields with a stream map"
             )
             raise InputError(msg)
         rows = context.get("rows")
@@ -248,7 +338,7 @@ class DataboxSink(BoundarySink):
             key = self.shaper.key_of(row)
             if None in key:
                 msg = (
-                    f"Stream '{self.stream_name}', record {position}: key property value is "
+                    f"{self._where()}: key property value is "
                     f"null ({self.shaper.describe_key(record)}); Databox rejects rows without "
                     "a primary key value"
                 )
@@ -267,8 +357,9 @@ class DataboxSink(BoundarySink):
         if not rows:
             return
         keys: list[t.Any] | None = context.get("keys")
+        kept: list[int] | None = None
         if keys is not None:
-            rows, keys = self._last_per_key(rows, keys)
+            rows, keys, kept = self._last_per_key(rows, keys)
         settings = self.runtime.settings
         bodies = list(
             pack(rows, keys, max_records=settings.max_records_per_request,
@@ -277,7 +368,7 @@ class DataboxSink(BoundarySink):
         start = int(context["start"])
         batch = Batch(
             stream=self.stream_name, lane=self.lane, start=start,
-            end=start + len(context["rows"]), dataset=self.dataset,
+            end=start + len(context["rows"]), dataset=self.dataset, kept=kept,
         )
         self.runtime.before_ingestion(self.dataset)
         self.runtime.pipeline.submit(batch, bodies)
@@ -310,15 +401,16 @@ class DataboxSink(BoundarySink):
 
     def _last_per_key(
         self, rows: list[bytes], keys: list[t.Any]
-    ) -> tuple[list[bytes], list[t.Any]]:
-        """Collapse rows sharing a key: the last one wins (and keeps its place)."""
+    ) -> tuple[list[bytes], list[t.Any], list[int] | None]:
+        """Collapse rows sharing a key: the last one wins (and keeps its place). Also
+        returns, when rows were dropped, the index of each kept row among `rows`."""
         last: dict[t.Any, int] = {}
         for index, key in enumerate(keys):
             last[key] = index
         if len(last) == len(keys):
-            return rows, keys
+            return rows, keys, None
         merged = len(keys) - len(last)
         self.tally_duplicate_merged(merged)
         self.runtime.pipeline.stats_for(self.stream_name).duplicates_merged += merged
         order = sorted(last.values())
-        return [rows[i] for i in order], [keys[i] for i in order]
+        return [rows[i] for i in order], [keys[i] for i in order], order

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import signal
@@ -26,8 +25,9 @@ from singer_sdk.singerlib import SingerMessageType
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from typing_extensions import override
 
-from target_databox.errors import InputError, TargetDataboxError
+from target_databox.errors import InputError, OutputError, TargetDataboxError, UnexpectedError
 from target_databox.reader import DataboxReader, Handler
+from target_databox.records import encode_json
 from target_databox.runtime import Runtime
 from target_databox.sdk_boundary import BoundaryTarget
 from target_databox.settings import CONFIG_SCHEMA, Settings
@@ -98,12 +98,16 @@ class TargetDatabox(BoundaryTarget):
         self._fast_routes: dict[str, DataboxSink | None] = {}
         #: The SDK's own RECORD and SCHEMA handlers (see route_messages).
         self._sdk_handlers: Mapping[str, Handler] = {}
-        #: The last STATE value read (an unchanged STATE is not tracked twice).
-        self._last_state: t.Any = None
+        #: The last STATE value read, as JSON text (an unchanged STATE is not tracked twice).
+        self._last_state: str | None = None
         if isinstance(self.message_reader, DataboxReader):
-            self.message_reader.on_start = self.start
-            self.message_reader.route = self.route_messages
-            self.message_reader.on_abort = self.runtime.abort
+            reader = self.message_reader
+            reader.on_start = self.start
+            reader.route = self.route_messages
+            reader.on_abort = self.runtime.abort
+            # A failure in any thread ends a blocking read at once (see DataboxReader.wake).
+            self.runtime.pipeline.on_failure = reader.wake
+            self.runtime.tracker.current_line = lambda: reader.line_number
         if threading.current_thread() is threading.main_thread():
             # Replaces the SDK's handlers (which drain and exit 0): see handle_signal.
             for name in ("SIGINT", "SIGTERM"):
@@ -113,6 +117,9 @@ class TargetDatabox(BoundaryTarget):
     def start(self) -> None:
         """Begin the run (pre-flight, progress reporting); the reader calls it before the
         first message. Idempotent."""
+        reader = self.message_reader
+        if isinstance(reader, DataboxReader):
+            reader.install_wake_signal()  # main thread only; before any sender can fail
         self.runtime.start()
 
     # Flattening is ours (arrays of scalars must stay arrays): keep it out of the mapper.
@@ -207,6 +214,7 @@ class TargetDatabox(BoundaryTarget):
 
     # Routes change only when a SCHEMA (re)defines a stream (a new sink replaces the old).
     def handle_schema_message(self, message_dict: dict[str, t.Any]) -> None:
+        self.runtime.tracker.mark_lines()  # where records were: see StateTracker.input_lines
         self._fast_routes.clear()
         self._sdk_handlers[SingerMessageType.SCHEMA](message_dict)
         self._fast_routes.clear()
@@ -217,6 +225,7 @@ class TargetDatabox(BoundaryTarget):
         """ACTIVATE_VERSION, per input stream: purge its datasets once when the version
         replaces their rows, then send the records that waited for it."""
         self.message_reader.assert_line_requires(message_dict, requires={"stream", "version"})
+        self.runtime.tracker.mark_lines()
         stream, version = message_dict["stream"], message_dict["version"]
         if stream not in self.mapper.stream_maps:
             msg = (
@@ -242,7 +251,8 @@ class TargetDatabox(BoundaryTarget):
         sink = self._fast_route(stream)
         record = message.get("record")
         if sink is not None and type(record) is dict:
-            sink.check_record(record)
+            spool = self.versions.of(stream).spool
+            sink.check_record(record, ahead=spool.count if spool is not None else 0)
         return self.versions.hold(
             stream, version, message, lambda: self._fresh(stream), self.input_line
         )
@@ -298,6 +308,8 @@ class TargetDatabox(BoundaryTarget):
     def _settle_spool(self, spool: Spool) -> None:
         """The spooled records are in the sinks now: once they are verified, STATE behind
         the spool may go."""
+        # Their input lines are earlier than the reader's: no exact line for them.
+        self.runtime.tracker.mark_lines()
         self.drain_all()
         self.runtime.pipeline.wait_all()
         self.runtime.tracker.settle(spool.lane, spool.lane.settled, spool.lane.received)
@@ -356,23 +368,43 @@ class TargetDatabox(BoundaryTarget):
     def handle_state_message(self, message_dict: dict[str, t.Any]) -> None:
         """Never reaches the SDK (so its drains emit no STATE): the tracker releases it."""
         self.message_reader.assert_line_requires(message_dict, requires={"value"})
+        self.runtime.tracker.mark_lines()
         state = message_dict["value"]
+        text = self._state_text(state)  # before a spool replay moves the reader's line
         if self._versions_on:
             for stream in self.versions.observe_state(state):
                 activation = self.versions.continue_spooled(stream)
                 if activation is not None:
                     self._apply(stream, activation)
-        if self._last_state == state:
+        if self._last_state == text:
             return
-        self._last_state = state
+        self._last_state = text
         self.runtime.pipeline.raise_if_failed()
-        self.runtime.tracker.add_state(state)
+        self.runtime.tracker.add_state(text)
 
-    def _emit_state(self, state: dict[str, t.Any]) -> None:
-        line = json.dumps(state, separators=(", ", ": "))
-        self.logger.info("Emitting STATE after verification: %s", line[:200])
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+    def _state_text(self, value: t.Any) -> str:
+        """The STATE value as JSON text: the tap's own text when the reader has it (so
+        floats, long decimals, big integers and strings pass through exactly)."""
+        reader = self.message_reader
+        text = reader.state_value_text() if isinstance(reader, DataboxReader) else None
+        return text if text is not None else encode_json(value).decode("utf-8")
+
+    def _emit_state(self, text: str) -> None:
+        """Write one STATE line: the value's JSON text as the tap sent it."""
+        self.logger.info("Emitting STATE after verification: %s", text[:200])
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except OSError as exc:
+            with contextlib.suppress(OSError, ValueError):  # no second error at exit
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            msg = (
+                f"Writing STATE to stdout failed ({type(exc).__name__}: {exc}); whatever reads "
+                "the target's output (Meltano, a pipe) has stopped reading. Re-run from the "
+                "last STATE it received"
+            )
+            raise OutputError(msg) from None
 
     # End of input and signals -----------------------------------------------------------
 
@@ -432,6 +464,10 @@ class TargetDatabox(BoundaryTarget):
             super().invoke(*args, **kwargs)
         except USER_ERRORS as exc:
             cls.logger.error("%s", _one_line(exc))  # one line, by design
+            sys.exit(1)
+        except Exception as exc:  # a bug: still one line, the traceback only at DEBUG
+            cls.logger.debug("Unexpected error", exc_info=True)
+            cls.logger.error("%s", _one_line(UnexpectedError.wrap(exc, "The run")))
             sys.exit(1)
         finally:
             sys.setswitchinterval(switch_interval)

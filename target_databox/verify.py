@@ -111,7 +111,7 @@ class IngestionVerifier:
             watch.pending[pending.ingestion_id] = pending
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(
-                    target=self._run, name="databox-verifier", daemon=True
+                    target=self._run_guarded, name="databox-verifier", daemon=True
                 )
                 self._thread.start()
             if idle:  # otherwise its poll is already scheduled: no need to wake the thread
@@ -134,6 +134,16 @@ class IngestionVerifier:
             thread.join(timeout=5)
 
     # The thread -------------------------------------------------------------------------
+
+    def _run_guarded(self) -> None:
+        """An exception anywhere in the thread fails the run (a dead verifier would
+        leave every waiter waiting)."""
+        try:
+            self._run()
+        except BaseException as exc:
+            with self._cond:
+                self._stopped = True
+            self._on_failure(exc)
 
     def _run(self) -> None:
         while True:

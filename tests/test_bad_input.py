@@ -99,7 +99,8 @@ def test_nan_inside_nested_values_is_refused(emulator, config):
 def test_record_over_max_request_bytes(emulator, config):
     messages = [*good_prefix(), record("items", id=6, name="y" * 5000), state({"items": 6})]
     run = run_target({**config, "max_request_bytes": 2000}, messages)
-    assert_clean_failure(run, emulator, "Stream 'items'", "record 6", "id=6", "max_request_bytes")
+    assert_clean_failure(run, emulator, "Stream 'items'", "record 6 (input line 8)", "id=6",
+                         "max_request_bytes")
 
 
 def test_schema_without_properties(emulator, config):

@@ -369,8 +369,6 @@ def test_pipelinewise_full_table_and_integer_key_without_validation(
     pipelinewise_corpus(pg, emulator, tmp_path, tables, validate=False)
 
 
-@pytest.mark.xfail(strict=True, reason="needs branch state-input (issue 10 parts 1 and 3): "
-                   "a numeric or float STATE value and multipleOf validation crash the target")
 def test_pipelinewise_every_key_type_with_validation(
     pg: postgres.Postgres, emulator: Emulator, tmp_path: Path, pipelinewise_venv: Path,
 ) -> None:
@@ -447,9 +445,6 @@ def test_meltanolabs_full_table_and_integer_key_without_validation(
     meltanolabs_corpus(meltano, pg, emulator, tables, validate=False, source="ml ints")
 
 
-@pytest.mark.xfail(strict=True, reason="needs branch state-input (issue 10 parts 1 and 3): a "
-                   "numeric or float STATE value crashes the target, and the tap declares "
-                   "text[] items as strings but sends NULL elements")
 def test_meltanolabs_every_key_type_with_validation(
     meltano: Meltano, pg: postgres.Postgres, emulator: Emulator,
 ) -> None:
