@@ -74,6 +74,7 @@ class Runtime:
             max_unverified_batches=settings.max_unverified_batches,
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
+            trust_list_status=settings.trust_ingestion_list_status,
         )
 
         self.reporter = RunReporter(
