@@ -7,8 +7,9 @@ ingestion costs one detail read once it has finished, and the verifier's job is 
 beyond that (issues 11 and 16), whatever the number of datasets:
 
 * each ingestion is first read when, judging by the ingestions before it, it should have
-  finished (``first_delay``, learnt as the run goes), then with a back-off from the time it was
-  accepted (``first_delay * 2**checks``, at most ``MAX_CHECK_INTERVAL`` apart);
+  finished (``first_delay``, learnt as the run goes: longer after an early read, a little
+  shorter after each timely one), then with a back-off from the time it was accepted
+  (``first_delay * 2**checks``, at most ``MAX_CHECK_INTERVAL`` apart);
 * a dataset's ingestion list is read only where it settles several at once: when several of
   its ingestions are due together and some were already found unfinished, one list read says
   which are no longer pending, and only those details are read. With ``trust_list_status`` a
@@ -40,12 +41,14 @@ PENDING_WORDS = frozenset(
 #: Seconds after acceptance of an ingestion's first read, until the run has learnt better.
 INITIAL_FIRST_DELAY = 0.25
 MIN_FIRST_DELAY = 0.02
+MAX_FIRST_DELAY = 2.0
 #: Re-reads of one unfinished ingestion are at most this far apart (and at least MIN apart).
 MAX_CHECK_INTERVAL = 5.0
 MIN_CHECK_INTERVAL = 0.05
-#: After each first read that found the ingestion finished, the first delay shrinks by this
-#: factor: quickly while no read was ever early, then slowly (an early read is a spent request;
-#: at 0.98 about one ingestion in 35 costs one).
+#: A first read that found the ingestion unfinished (an early read, a spent request) makes the
+#: first delay this much longer; each timely one shrinks it, quickly while no read was ever
+#: early, then slowly: at 1.5 and 0.98 about one first read in 20 is early.
+GROWTH_AFTER_EARLY_READ = 1.5
 DECAY_BEFORE_EARLY_READ = 0.8
 DECAY_AFTER_EARLY_READ = 0.98
 #: One list read pays when it may spare this many detail reads of unfinished ingestions
@@ -54,7 +57,7 @@ LIST_MIN_RECHECKS = 3
 TRUST_LIST_MIN_PENDING = 2
 #: With trust_list_status, first reads wait at least this long, so that one list read
 #: settles the ingestions of a couple of seconds at once.
-TRUST_MIN_FIRST_DELAY = 2.0
+TRUST_MIN_FIRST_DELAY = 1.0
 LIST_PAGE_SIZE = 1000
 MAX_LIST_PAGES = 5
 #: An ingestion may be "not found" this often just after acceptance before that is an error.
@@ -277,7 +280,7 @@ class IngestionVerifier:
         if pending.checks == 0:
             self._early_seen = True
             with self._cond:
-                self.first_delay = min(self.first_delay * 2, MAX_CHECK_INTERVAL)
+                self.first_delay = min(self.first_delay * GROWTH_AFTER_EARLY_READ, MAX_FIRST_DELAY)
         pending.checks += 1
         target = pending.accepted_at + pending.first_delay * 2**pending.checks
         pending.next_check = max(
@@ -285,14 +288,12 @@ class IngestionVerifier:
         )
 
     def _learn_finished(self, pending: PendingIngestion) -> None:
-        """Tune the first delay: shrink it after timely reads, raise it to a seen duration."""
+        """A timely first read: the next ingestions may be read a little sooner."""
+        if pending.checks:
+            return
         with self._cond:
-            if pending.checks == 0:
-                decay = DECAY_AFTER_EARLY_READ if self._early_seen else DECAY_BEFORE_EARLY_READ
-                self.first_delay = max(self.first_delay * decay, MIN_FIRST_DELAY)
-            else:
-                took = self._clock() - pending.accepted_at
-                self.first_delay = max(self.first_delay, min(took, MAX_CHECK_INTERVAL))
+            decay = DECAY_AFTER_EARLY_READ if self._early_seen else DECAY_BEFORE_EARLY_READ
+            self.first_delay = max(self.first_delay * decay, MIN_FIRST_DELAY)
 
     def _settle(self, pending: PendingIngestion, outcome: Outcome) -> None:
         with self._cond:

@@ -15,6 +15,7 @@ import pytest
 from target_databox.client import ClientStats
 from target_databox.errors import ApiErrorDetail, DataboxApiError, IngestionFailedError
 from target_databox.verify import (
+    GROWTH_AFTER_EARLY_READ,
     INITIAL_FIRST_DELAY,
     LIST_PAGE_SIZE,
     MAX_CHECK_INTERVAL,
@@ -185,7 +186,7 @@ def test_first_read_waits_for_the_learnt_delay_then_backs_off_from_acceptance(
     assert len(checks) <= 16  # bounded: ~log2 + 60 s / MAX_CHECK_INTERVAL
     assert pending.checks == len(checks)
     # The early first read taught the verifier: the next ingestion is read later.
-    assert verifier.first_delay == 2 * INITIAL_FIRST_DELAY
+    assert verifier.first_delay == GROWTH_AFTER_EARLY_READ * INITIAL_FIRST_DELAY
 
 
 def test_timely_reads_shrink_the_first_delay(verifier, databox, clock):
