@@ -12,6 +12,8 @@ import pytest
 from target_databox.emulator import Emulator
 from tests.support import record, run_target, schema, state
 
+pytestmark = pytest.mark.slow
+
 ROW = {"id": {"type": "integer"}, "amount": {"type": "integer"}}
 
 #: The unavoidable setup: key check, account, data source (lookup and create), one dataset

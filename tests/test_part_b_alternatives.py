@@ -16,6 +16,8 @@ import pytest
 from target_databox.emulator import Emulator
 from tests.support import TargetRun, record, run_target, schema, state
 
+pytestmark = pytest.mark.slow
+
 ACCOUNTS = {"id": {"type": "integer"}, "version": {"type": "integer"}}
 EVENTS = {"n": {"type": "integer"}, "value": {"type": ["integer", "string"]}}
 KEYS, ROUNDS, EVENT_COUNT = 20, 6, 120
