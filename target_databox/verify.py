@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from target_databox.client import DataboxClient
 from target_databox.errors import DataboxApiError, IngestionFailedError
@@ -58,12 +60,17 @@ TRUST_LIST_MIN_PENDING = 2
 #: With trust_list_status, first reads wait at least this long, so that one list read
 #: settles the ingestions of a couple of seconds at once.
 TRUST_MIN_FIRST_DELAY = 1.0
+#: Detail reads run on this many threads at once (each waits for the shared request pacer),
+#: so verification keeps up with the senders when the rate limit is high.
+DETAIL_READERS = 4
 LIST_PAGE_SIZE = 1000
 MAX_LIST_PAGES = 5
 #: An ingestion may be "not found" this often just after acceptance before that is an error.
 MAX_NOT_FOUND = 3
 
 _ABSENT = object()
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,9 @@ class IngestionVerifier:
         self._cond = threading.Condition()
         self._pending: dict[str, dict[str, PendingIngestion]] = {}
         self._stopped = False
+        #: When the thread will look again by itself: a new ingestion due later needs no wake-up
+        #: (waking the thread for every ingestion costs a GIL hand-off each).
+        self._wake_at = 0.0
         self.first_delay = INITIAL_FIRST_DELAY
         self._early_seen = False
         #: pageSize to ask the list for; None = leave it to Databox (it refused ours).
@@ -145,6 +155,7 @@ class IngestionVerifier:
         #: Datasets whose list did not show the ingestions looked for (read details there).
         self._list_useless: set[str] = set()
         self.stats = VerifierStats()
+        self._readers = _Readers(DETAIL_READERS)
         self._thread = threading.Thread(target=self._run, name="databox-verifier", daemon=True)
         self._thread.start()
 
@@ -157,7 +168,8 @@ class IngestionVerifier:
             )
             pending.next_check = pending.accepted_at + pending.first_delay
             self._pending.setdefault(pending.dataset_id, {})[pending.ingestion_id] = pending
-            self._cond.notify_all()
+            if pending.next_check < self._wake_at:
+                self._cond.notify_all()
 
     def pending_count(self) -> int:
         with self._cond:
@@ -168,6 +180,7 @@ class IngestionVerifier:
             self._stopped = True
             self._cond.notify_all()
         self._thread.join(timeout=5)
+        self._readers.close()
 
     def describe(self, requests: int, ingestion_requests: int) -> str:
         """One line on what verification cost, with its share of all requests."""
@@ -188,32 +201,30 @@ class IngestionVerifier:
             with self._cond:
                 plan = self._next_plan()
                 while plan is None and not self._stopped:
-                    self._cond.wait(timeout=self._sleep_time())
+                    sleep = self._sleep_time()
+                    self._wake_at = self._clock() + sleep
+                    self._cond.wait(timeout=sleep)
                     plan = self._next_plan()
+                self._wake_at = 0.0  # busy: it looks at the schedule again before sleeping
                 if self._stopped or plan is None:
                     return
             try:
-                self._check(*plan)
+                self._check(plan)
             except BaseException as exc:  # reported to the pipeline
                 self._on_failure(exc)
                 with self._cond:
                     self._stopped = True
                 return
 
-    def _next_plan(self) -> tuple[str, list[PendingIngestion]] | None:
-        """The dataset with the most ingestions due for a check, and those ingestions."""
+    def _next_plan(self) -> dict[str, list[PendingIngestion]] | None:
+        """Every ingestion due for a check, by dataset (oldest first), or None."""
         now = self._clock()
-        best: tuple[int, float, str, list[PendingIngestion]] | None = None
+        plan: dict[str, list[PendingIngestion]] = {}
         for dataset_id, pending in self._pending.items():
             due = [p for p in pending.values() if p.next_check <= now]
-            if not due:
-                continue
-            soonest = min(p.next_check for p in due)
-            if best is None or (-len(due), soonest) < (best[0], best[1]):
-                best = (-len(due), soonest, dataset_id, due)
-        if best is None:
-            return None
-        return best[2], sorted(best[3], key=lambda p: p.accepted_at)
+            if due:
+                plan[dataset_id] = sorted(due, key=lambda p: p.accepted_at)
+        return plan or None
 
     def _sleep_time(self) -> float:
         now = self._clock()
@@ -224,36 +235,46 @@ class IngestionVerifier:
 
     # One check of one dataset's due ingestions -----------------------------------------
 
-    def _check(self, dataset_id: str, due: list[PendingIngestion]) -> None:
-        to_read = due
-        with self._cond:
-            waiting = list(self._pending.get(dataset_id, {}).values())
-        if self._list_pays(dataset_id, due, waiting):
-            # One list read covers every pending ingestion of the dataset, due or not.
-            words = self._list_words(dataset_id, {p.ingestion_id for p in waiting})
-            is_due = set(map(id, due))
-            to_read = []
-            for pending in waiting:
-                word = words.get(pending.ingestion_id, _ABSENT)
-                if isinstance(word, str) and word in PENDING_WORDS:
-                    if id(pending) in is_due:
-                        self._not_yet(pending, word)
-                elif self._trust and isinstance(word, str) and word in SUCCESS_WORDS:
-                    count = pending.record_count
-                    self.stats.settled_by_list += 1
-                    self._settle(pending, Outcome(count, count, 0, 0, []))
-                elif word is not _ABSENT or id(pending) in is_due:
-                    # Finished in other words, no word, an unknown word, or not shown at all
-                    # (then only when due): its counts decide.
-                    to_read.append(pending)
-        for pending in to_read:
-            outcome, word = self._read_detail(pending)
+    def _check(self, plan: dict[str, list[PendingIngestion]]) -> None:
+        """Check every due ingestion: list reads where they pay, then details in parallel."""
+        to_read: list[PendingIngestion] = []
+        for dataset_id, due in plan.items():
+            to_read += self._sort_out(dataset_id, due)
+        results = self._readers.map(self._read_detail, to_read)
+        for pending, (outcome, word) in zip(to_read, results, strict=True):
+            self.stats.detail_reads += 1
             if outcome is None:
+                self.stats.early_reads += 1
                 self._not_yet(pending, word)
             else:
                 self._learn_finished(pending)
                 self.stats.settled_by_counts += 1
                 self._settle(pending, outcome)
+
+    def _sort_out(self, dataset_id: str, due: list[PendingIngestion]) -> list[PendingIngestion]:
+        """Settle or postpone what one list read can, where it pays; return what to read."""
+        with self._cond:
+            waiting = list(self._pending.get(dataset_id, {}).values())
+        if not self._list_pays(dataset_id, due, waiting):
+            return due
+        # One list read covers every pending ingestion of the dataset, due or not.
+        words = self._list_words(dataset_id, {p.ingestion_id for p in waiting})
+        is_due = set(map(id, due))
+        to_read = []
+        for pending in waiting:
+            word = words.get(pending.ingestion_id, _ABSENT)
+            if isinstance(word, str) and word in PENDING_WORDS:
+                if id(pending) in is_due:
+                    self._not_yet(pending, word)
+            elif self._trust and isinstance(word, str) and word in SUCCESS_WORDS:
+                count = pending.record_count
+                self.stats.settled_by_list += 1
+                self._settle(pending, Outcome(count, count, 0, 0, []))
+            elif word is not _ABSENT or id(pending) in is_due:
+                # Finished in other words, no word, an unknown word, or not shown at all
+                # (then only when due): its counts decide.
+                to_read.append(pending)
+        return to_read
 
     def _list_pays(
         self, dataset_id: str, due: list[PendingIngestion], waiting: list[PendingIngestion]
@@ -307,20 +328,18 @@ class IngestionVerifier:
     # Reading Databox --------------------------------------------------------------------
 
     def _read_detail(self, pending: PendingIngestion) -> tuple[Outcome | None, str | None]:
-        self.stats.detail_reads += 1
+        """The counts (None while unfinished or not yet visible) and the detail's word.
+
+        Runs on a reader thread: it touches nothing but this ingestion."""
         try:
             detail = self._client.get_ingestion(pending.dataset_id, pending.ingestion_id)
         except DataboxApiError as exc:
             if exc.status == 404 and pending.not_found < MAX_NOT_FOUND:
                 pending.not_found += 1
-                self.stats.early_reads += 1
                 return None, "not found yet"
             raise
-        outcome = outcome_from_detail(detail)
-        if outcome is None:
-            self.stats.early_reads += 1
         word = detail.get("ingestionStatus")
-        return outcome, word.lower() if isinstance(word, str) else None
+        return outcome_from_detail(detail), word.lower() if isinstance(word, str) else None
 
     def _list_words(self, dataset_id: str, wanted: set[str]) -> dict[str, str | None]:
         """The list's word (None: no word) for each wanted ingestion it shows, in any order.
@@ -379,6 +398,49 @@ class IngestionVerifier:
             self._page_size = None
             self.stats.list_reads += 1
             return self._client.list_ingestions(dataset_id, page=page, page_size=None)
+
+
+class _Readers:
+    """A few daemon threads that read details in parallel. Daemons: a read still retrying
+    after a failure must not keep the process alive (nor must an idle reader)."""
+
+    def __init__(self, count: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, Future[Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._count = count
+        self._started = False
+        self._closed = False
+
+    def map(self, fn: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+        """``[fn(item) ...]`` in order; raises the first item's exception, in order."""
+        if len(items) <= 1 or self._closed:
+            return [fn(item) for item in items]
+        if not self._started:
+            self._started = True
+            for n in range(self._count):
+                threading.Thread(
+                    target=self._work, name=f"databox-verify-read-{n}", daemon=True
+                ).start()
+        futures: list[Future[_R]] = []
+        for item in items:
+            future: Future[_R] = Future()
+            self._jobs.put((fn, item, future))
+            futures.append(future)
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self._closed = True
+        if self._started:
+            for _ in range(self._count):
+                self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, item, future = job
+            try:
+                future.set_result(fn(item))
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
 
 
 def _pagination(answer: dict[str, Any]) -> tuple[int | None, int | None]:

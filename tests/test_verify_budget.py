@@ -130,7 +130,7 @@ def run_due(verifier: IngestionVerifier) -> int:
     """Play the thread until nothing is due; return how many checks ran."""
     rounds = 0
     while (plan := verifier._next_plan()) is not None:
-        verifier._check(*plan)
+        verifier._check(plan)
         rounds += 1
     return rounds
 
@@ -177,7 +177,7 @@ def test_first_read_waits_for_the_learnt_delay_then_backs_off_from_acceptance(
         plan = verifier._next_plan()
         if plan is not None:
             checks.append(round(clock.now - accepted, 2))
-            verifier._check(*plan)
+            verifier._check(plan)
         clock.now += 0.01
     assert checks[0] == pytest.approx(INITIAL_FIRST_DELAY, abs=0.011)
     gaps = [b - a for a, b in pairwise(checks)]
