@@ -64,6 +64,9 @@ TRUST_MIN_FIRST_DELAY = 1.0
 #: so verification keeps up with the senders when the rate limit is high.
 DETAIL_READERS = 4
 LIST_PAGE_SIZE = 1000
+#: A dataset whose list twice in a row showed none of the ingestions looked for (another
+#: order, a lagging list) is checked by details only.
+LIST_MISSES_TO_GIVE_UP = 2
 MAX_LIST_PAGES = 5
 #: An ingestion may be "not found" this often just after acceptance before that is an error.
 MAX_NOT_FOUND = 3
@@ -154,6 +157,7 @@ class IngestionVerifier:
         self._list_has_status = True
         #: Datasets whose list did not show the ingestions looked for (read details there).
         self._list_useless: set[str] = set()
+        self._list_misses: dict[str, int] = {}
         self.stats = VerifierStats()
         self._readers = _Readers(DETAIL_READERS)
         self._thread = threading.Thread(target=self._run, name="databox-verifier", daemon=True)
@@ -376,7 +380,9 @@ class IngestionVerifier:
                 page, step = last, -1  # none on the newest-first page 1: try oldest-first
             else:
                 page += step
-        if not found:
+        misses = 0 if found else self._list_misses.get(dataset_id, 0) + 1
+        self._list_misses[dataset_id] = misses
+        if misses >= LIST_MISSES_TO_GIVE_UP:
             self._list_useless.add(dataset_id)
             self._logger.debug(
                 "The ingestion list of dataset %s did not show the pending ingestions; "

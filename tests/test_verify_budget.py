@@ -7,6 +7,7 @@ directly, so what is read, when, and how often is exact (no sleeping, no timing)
 from __future__ import annotations
 
 import logging
+import threading
 from itertools import pairwise
 from typing import Any
 
@@ -19,10 +20,12 @@ from target_databox.verify import (
     INITIAL_FIRST_DELAY,
     LIST_PAGE_SIZE,
     MAX_CHECK_INTERVAL,
+    MAX_LIST_PAGES,
     TRUST_MIN_FIRST_DELAY,
     IngestionVerifier,
     Outcome,
     PendingIngestion,
+    _Readers,
 )
 
 
@@ -312,3 +315,44 @@ def test_the_deadline_names_the_ingestion_and_the_setting(databox, clock):
     assert "'orders'" in message
     assert "queued" in message
     assert "ingestion_timeout_seconds" in message
+
+
+def test_a_list_that_keeps_missing_the_ingestions_is_given_up(verifier, databox, clock):
+    databox.page_cap = 2
+    for n in range(10):
+        databox.finish(f"other{n}", 1)
+    databox.ingestions["ghost"] = ("processing", None)  # pending, but never listed
+    assert verifier._list_words("ds", {"ghost"}) == {}
+    assert "ds" not in verifier._list_useless  # once may be a lagging list
+    assert verifier._list_words("ds", {"ghost"}) == {}
+    assert "ds" in verifier._list_useless
+    reads = len(databox.reads)
+    assert reads <= 2 * MAX_LIST_PAGES
+    settled: Settled = {}
+    for n in range(3):
+        databox.add(f"i{n}")
+        track(verifier, clock, f"i{n}", settled)
+    for _ in range(3):
+        clock.now += 10
+        run_due(verifier)
+    assert all(kind == "detail" for kind, _ in databox.reads[reads:])
+
+
+def test_detail_reads_run_in_parallel_in_order_and_fail_in_order() -> None:
+    readers = _Readers(3)
+    try:
+        started = threading.Barrier(3, timeout=10)
+
+        def read(n: int) -> int:
+            if n < 3:
+                started.wait()  # three reads at once, or this times out
+            if n == 4:
+                raise ValueError("read 4 failed")
+            return n * 10
+
+        assert readers.map(read, [0, 1, 2]) == [0, 10, 20]
+        with pytest.raises(ValueError, match="read 4"):
+            readers.map(read, [3, 4, 5])
+        assert readers.map(read, [7]) == [70]  # one read: inline
+    finally:
+        readers.close()
