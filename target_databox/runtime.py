@@ -90,6 +90,7 @@ class Runtime:
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
             keyless_resend_wait=settings.keyless_resend_wait_seconds,
+            trust_list_status=settings.trust_ingestion_list_status,
         )
 
         self.reporter = RunReporter(

@@ -129,6 +129,13 @@ class Settings:
                   "a key and a store share max_requests_per_second/_per_hour.")
     verify_ingestions: bool = setting(
         True, "Wait for each ingestion's outcome before releasing STATE.")
+    trust_ingestion_list_status: bool = setting(
+        False, "Settle an ingestion on a plain success word in the dataset's "
+               "ingestion list, without reading its counts (fewer requests). "
+               "Only for an account whose list is known to report rejections: "
+               "where it says success for an ingestion with rejected records, "
+               "those records are lost unnoticed. `target-databox --doctor` "
+               "tells; by default every ingestion is settled from its counts.")
     ingestion_timeout_seconds: float = setting(
         600, "Give up waiting for one ingestion's outcome after this long "
              "(the run then fails, naming the ingestion).", exclusive_minimum=0)

@@ -23,8 +23,11 @@ def test_benchmark_smoke_mode_runs_every_case(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("baseline", "target"))]
-    assert len(rows) == 4, done.stdout
-    assert "emulator at 10 req/s" in rows[-1]
+    # baseline, two sizes, two API cases; then the API cases again with their request figures
+    assert len(rows) == 7, done.stdout
+    assert "emulator at 10 req/s" in rows[3]
+    assert "trust list status" in rows[4]
+    assert "records/hour" in done.stdout
     rounds = [line for line in done.stdout.splitlines() if line.lstrip().startswith(("1.", "2."))]
     assert len(rounds) == 2, done.stdout  # two rounds of baseline + targets, each listed
     assert any(tmp_path.glob("streams/*.jsonl")), "streams were not written to --workdir"

@@ -219,12 +219,12 @@ def test_the_verifier_thread_dying_fails_the_run(emulator, config):
     silently, and the run waited forever for verification."""
     patch = """
     from target_databox.verify import IngestionVerifier
-    original = IngestionVerifier._next_due
-    def _next_due(self):
-        if self._watches and fail_on(1):
+    original = IngestionVerifier._next_plan
+    def _next_plan(self):
+        if self._pending and fail_on(1):
             raise RuntimeError("injected verifier failure")
         return original(self)
-    IngestionVerifier._next_due = _next_due
+    IngestionVerifier._next_plan = _next_plan
     """
     run = run_patched(batch_by_batch(config, True), two_batches(), patch)
     assert_failed(run, emulator, "The ingestion verifier", "injected verifier failure",
@@ -235,12 +235,12 @@ def test_the_verifier_thread_dying_fails_the_run(emulator, config):
 def test_a_verifier_poll_failure_is_one_line(emulator, config):
     patch = """
     from target_databox.verify import IngestionVerifier
-    original = IngestionVerifier._poll
-    def _poll(self, dataset_id, batch):
+    original = IngestionVerifier._check
+    def _check(self, plan):
         if fail_on(1):
             raise KeyError("injected poll failure")
-        return original(self, dataset_id, batch)
-    IngestionVerifier._poll = _poll
+        return original(self, plan)
+    IngestionVerifier._check = _check
     """
     run = run_patched(batch_by_batch(config, True), two_batches(), patch)
     assert_failed(run, emulator, "The ingestion verifier", "KeyError", states=[])
