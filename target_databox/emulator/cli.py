@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fault-seed", type=int, default=0, metavar="N")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument("--overwrite-keeps-missing", action="store_true",
+                        help="an overwrite keeps fields the record leaves out (default: nulled)")
+    parser.add_argument("--purge-drops-columns", action="store_true",
+                        help="a purge also forgets inferred column types (default: kept)")
     return parser
 
 
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         fault_rate=args.fault_rate,
         fault_seed=args.fault_seed,
         verbose=args.verbose,
+        overwrite_keeps_missing=args.overwrite_keeps_missing,
+        purge_drops_columns=args.purge_drops_columns,
     )
     stopping = threading.Event()
 

@@ -76,6 +76,12 @@ class EmulatorConfig:
     pending_word: str = "processing"
     omit_ingestion_status: bool = False
 
+    # Row semantics alternatives, for the doctor's questions (runtime).
+    overwrite_keeps_missing: bool = False
+    """An overwrite keeps the fields a record leaves out (instead of nulling them)."""
+    purge_drops_columns: bool = False
+    """A purge also forgets the inferred column types (instead of keeping them)."""
+
     # Determinism helpers.
     clock: Callable[[], float] = time.monotonic
     """Drives processing delays, rate-limit windows and request-log times."""
@@ -117,6 +123,8 @@ RUNTIME_KNOBS = frozenset(
         "success_word",
         "pending_word",
         "omit_ingestion_status",
+        "overwrite_keeps_missing",
+        "purge_drops_columns",
     }
 )
 """Knobs that ``POST /_emulator/config`` may set (plain JSON values only)."""
