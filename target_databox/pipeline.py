@@ -32,6 +32,7 @@ from target_databox.errors import (
     IngestionFailedError,
     TargetDataboxError,
 )
+from target_databox.sizing import RequestSizes
 from target_databox.verify import IngestionVerifier, Outcome, PendingIngestion
 
 #: Bodies queued for the senders and not yet picked up: a few batches' worth (~8 MB at
@@ -91,8 +92,10 @@ class IngestionPipeline:
         max_unverified_batches: int,
         on_rejected: RejectedHandler | None,
         logger: logging.Logger,
+        sizes: RequestSizes | None = None,
     ) -> None:
         self._client = client
+        self._sizes = sizes
         self._tracker = tracker
         self._verify = verify
         self._logger = logger
@@ -246,10 +249,31 @@ class IngestionPipeline:
         if self._failure is not None:
             return
         try:
-            accepted = self._ingest(batch.dataset, body)
+            if self._sizes is None:
+                sent = [(body, self._ingest(batch.dataset, body))]
+            else:  # split when Databox refuses the size (see sizing.py)
+                sent = self._sizes.send(
+                    body,
+                    lambda piece: self._ingest(batch.dataset, piece),
+                    lambda old, pieces: self._split(batch, old, pieces),
+                )
         except BaseException as exc:  # reported on the main thread
             self.fail(_with_stream(exc, batch.stream))
             return
+        for piece, accepted in sent:
+            self._track(batch, piece, accepted)
+
+    def _split(self, batch: Batch, old: RequestBody, pieces: list[RequestBody]) -> None:
+        """One queued body becomes several: count each as its own request to settle."""
+        extra = len(pieces) - 1
+        with batch.lock:
+            batch.outstanding += extra
+        with self._cond:
+            self._in_flight += extra
+            self._unverified_bytes += sum(len(p.data) for p in pieces) - len(old.data)
+            self.stats_for(batch.stream).requests += extra
+
+    def _track(self, batch: Batch, body: RequestBody, accepted: AcceptedIngestion) -> None:
         self._logger.debug(
             "Stream '%s': ingestion %s accepted (%d records)",
             batch.stream, accepted.ingestion_id, body.count,

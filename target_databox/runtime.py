@@ -19,6 +19,7 @@ from target_databox.progress import RunReporter
 from target_databox.ratelimit import RequestPacer
 from target_databox.rejects import RejectedRecordsFile
 from target_databox.settings import Settings
+from target_databox.sizing import RequestSizes
 from target_databox.verify import Outcome
 
 #: Bodies accepted but not yet verified are kept (to report rejected rows) up to this size.
@@ -64,6 +65,9 @@ class Runtime:
             if settings.rejected_records_path
             else None
         )
+        self.sizes = RequestSizes(
+            settings.max_records_per_request, settings.max_request_bytes, logger=logger
+        )
         self.pipeline = IngestionPipeline(
             self.client,
             self.tracker,
@@ -74,6 +78,7 @@ class Runtime:
             max_unverified_batches=settings.max_unverified_batches,
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
+            sizes=self.sizes,
         )
 
         self.reporter = RunReporter(
