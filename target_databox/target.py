@@ -19,7 +19,9 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabiliti
 from singer_sdk.mapper import PluginMapper, SameRecordTransform
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_databox.errors import TargetDataboxError
+from target_databox.doctor import run_doctor
+from target_databox.doctor.cli import DOCTOR_OPTIONS, check_config
+from target_databox.errors import ConfigurationError, TargetDataboxError
 from target_databox.reader import DataboxReader
 from target_databox.runtime import Runtime
 from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
@@ -238,8 +240,23 @@ class TargetDatabox(Target):
     # CLI ----------------------------------------------------------------------------------
 
     @classmethod
-    def invoke(cls, *args: t.Any, check: bool = False, **kwargs: t.Any) -> None:  # type: ignore[override]
+    def invoke(  # type: ignore[override]
+        cls,
+        *args: t.Any,
+        check: bool = False,
+        doctor: bool = False,
+        doctor_json: str | None = None,
+        doctor_keep: bool = False,
+        doctor_rate_limit: bool = False,
+        **kwargs: t.Any,
+    ) -> None:
         try:
+            if doctor or doctor_json or doctor_keep or doctor_rate_limit:
+                if not doctor:
+                    msg = "--doctor-json, --doctor-keep and --doctor-rate-limit go with --doctor"
+                    raise ConfigurationError(msg)
+                sys.exit(cls._doctor(kwargs.get("config"), json_path=doctor_json,
+                                     keep=doctor_keep, rate_limit=doctor_rate_limit))
             if check:
                 cls._check(kwargs.get("config"))
                 return
@@ -276,8 +293,19 @@ class TargetDatabox(Target):
         target.runtime.close()
 
     @classmethod
+    def _doctor(cls, config: t.Any, **options: t.Any) -> int:
+        """Settle Databox's open questions on this account (see target_databox.doctor)."""
+        settings = dict(getattr(config, "config", None) or {})
+        if getattr(config, "parse_env", False):
+            settings.update(cls._env_var_config)
+        check_config(settings)
+        return run_doctor(RedactedConfig(settings), logger=cls.logger,
+                          user_agent=f"{cls.name}/{cls.get_plugin_version()} doctor", **options)
+
+    @classmethod
     def get_singer_command(cls) -> click.Command:
         command = super().get_singer_command()
+        command.params.extend(DOCTOR_OPTIONS)
         command.params.append(
             click.Option(
                 ["--check"],
