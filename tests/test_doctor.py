@@ -245,3 +245,19 @@ def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path):
     assert_key_hidden(out, err)
     assert emu.data_sources() == []
     assert "interrupted" in out
+
+
+def test_a_request_refused_for_one_record_is_resent_without_it(emu, tmp_path, capsys):
+    """Should Databox refuse the whole request for a nested object (not reject the record),
+    the doctor says so and still answers the other questions."""
+    error = {"code": "invalid_input", "field": "obj", "message": "nested objects are not "
+             "supported", "type": "validation"}
+    emu.faults.add("status", "POST", r"/data$", times=1, skip=6, status=400,
+                   body=json.dumps({"requestId": "r", "status": "error", "errors": [error]}))
+    code, report, _ = doctor(emu, tmp_path, capsys)
+    assert code == 0
+    seen = observed(report)
+    assert seen["nested_object"] == "the whole request was refused (HTTP 400 invalid_input)"
+    assert seen["array_of_objects"] == "rejected (invalid_value)"
+    assert seen["field_name_length"] == {"128": "accepted", "129": "rejected"}
+    assert report["recommended_config"]["trust_ingestion_list_status"] is True

@@ -372,9 +372,10 @@ def _rejections(f: Findings) -> dict[str, str | None] | None:
             by_index[index] = str(error.get("code") or "")
     if len(by_index) < sent.outcome.rejected:
         return None
-    if by_index.get(0) is not None or by_index.get(1) is not None:
+    if (by_index.get(0) is not None or by_index.get(1) is not None) and not f.notes:
         f.notes.append("records that set the column types were rejected themselves")
-    return {name: by_index.get(index) for name, index, _ in REJECTION_PROBES}
+    verdicts = {name: by_index.get(index) for name, index, _ in REJECTION_PROBES}
+    return {**verdicts, **f.refused_probes}
 
 
 def _rejection_check(f: Findings, name: str, code: str | None) -> Check:
@@ -385,6 +386,8 @@ def _rejection_check(f: Findings, name: str, code: str | None) -> Check:
     if got is None:
         return Check(name, _Q[name], "accepted", False)
     holds = code is None or got == code
+    if name in f.refused_probes:
+        return Check(name, _Q[name], got, True)
     return Check(name, _Q[name], f"rejected ({got or 'no code'})", holds)
 
 

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from target_databox.doctor.session import Sent, Session
+from target_databox.doctor.session import Sent, Session, describe_error
 from target_databox.errors import DataboxApiError
 
 SIZES = (100, 101, 1000, 1001)
@@ -71,6 +71,8 @@ class Findings:
     size_before_overwrite: float | None = None
     purged: bool = False
     after_purge: Sent | None = None
+    #: Probes whose record made Databox refuse the whole request (then replaced by filler).
+    refused_probes: dict[str, str] = field(default_factory=dict)
     burst_asked: bool = False
     burst_answer: DataboxApiError | None = None
     behaviour_dataset: str = ""
@@ -108,7 +110,7 @@ def run_probes(session: Session, findings: Findings, *, rate_limit: bool) -> Non
         {"id": 1, "keep": secrets.token_hex(KEEP_CHARS // 2), "note": "a"}])
     if findings.clean.accepted:
         session.read_detail(findings.clean)  # as early as possible: the word while processing
-    findings.typed = session.ingest(behaviour, "rejections", TYPED_RECORDS)
+    findings.typed = _send_typed(session, behaviour, findings)
     findings.same_key = session.ingest(behaviour, "same key twice", [
         {"id": 30, "v": "first"}, {"id": 30, "v": "second"}])
     findings.order_first = session.ingest(behaviour, "order 1", [{"id": 40, "order_probe": 1}])
@@ -136,6 +138,27 @@ def run_probes(session: Session, findings: Findings, *, rate_limit: bool) -> Non
         findings.burst_answer = session.burst(BURST)
         if findings.burst_answer is not None:  # let the window pass before cleaning up
             session.sleep(min(findings.burst_answer.retry_after or 1.0, 10.0))
+
+
+def _send_typed(session: Session, dataset_id: str, findings: Findings) -> Sent:
+    """The request with deliberate rejections. Should Databox refuse it as a whole, naming
+    fields, the records it names are replaced by filler (indexes stay) and it is resent."""
+    records = [dict(r) for r in TYPED_RECORDS]
+    sent = session.ingest(dataset_id, "rejections", records)
+    for _ in range(2):
+        if sent.accepted or sent.refusal is None:
+            break
+        fields = {e.field for e in sent.refusal.errors if e.field}
+        culprits = [(name, i) for name, i, key in REJECTION_PROBES
+                    if key in fields and name not in findings.refused_probes]
+        if not culprits:
+            break
+        for name, index in culprits:
+            findings.refused_probes[name] = "the whole request was refused (" + describe_error(
+                sent.refusal) + ")"
+            records[index] = {"id": 100 + index, "filler": "x"}
+        sent = session.ingest(dataset_id, "rejections", records)
+    return sent
 
 
 def _size_mb(sent: Sent) -> float | None:
