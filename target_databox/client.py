@@ -238,12 +238,16 @@ class DataboxClient:
         return AcceptedIngestion(ingestion_id, answer.get("requestId"), len(retries))
 
     def list_ingestions(
-        self, dataset_id: str, *, page: int = 1, page_size: int = 100
+        self, dataset_id: str, *, page: int = 1, page_size: int | None = 100
     ) -> dict[str, Any]:
+        """One page of the ingestion list; ``page_size=None`` leaves the size to Databox."""
+        params: dict[str, int] = {"page": page}
+        if page_size is not None:
+            params["pageSize"] = page_size
         return self._call(
             "GET",
             f"/v1/datasets/{dataset_id}/ingestions",
-            params={"page": page, "pageSize": page_size},
+            params=params,
             operation="ingestion status listing",
         )
 

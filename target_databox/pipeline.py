@@ -12,7 +12,6 @@ settles them in the background. Three rules keep this correct:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import sys
@@ -93,6 +92,7 @@ class IngestionPipeline:
         on_rejected: RejectedHandler | None,
         logger: logging.Logger,
         sizes: RequestSizes | None = None,
+        trust_list_status: bool = False,
     ) -> None:
         self._client = client
         self._sizes = sizes
@@ -123,7 +123,11 @@ class IngestionPipeline:
         self._unverified_batches = 0
         self.stats: dict[str, StreamStats] = {}
         self.verifier = IngestionVerifier(
-            client, timeout_seconds=ingestion_timeout, on_failure=self.fail, logger=logger
+            client,
+            timeout_seconds=ingestion_timeout,
+            on_failure=self.fail,
+            logger=logger,
+            trust_list_status=trust_list_status,
         )
 
     # Failure ---------------------------------------------------------------------------
@@ -178,6 +182,13 @@ class IngestionPipeline:
             stats = self.stats.setdefault(stream, StreamStats())
         return stats
 
+    def verification_summary(self) -> str | None:
+        """What verification cost (None when it is off)."""
+        if not self._verify:
+            return None
+        stats = self._client.stats
+        return self.verifier.describe(stats.requests, stats.ingestion_requests)
+
     def wait_all(self) -> None:
         """Block until every submitted body is settled; raise the first failure."""
         self._wait(lambda: self._in_flight > 0)
@@ -215,22 +226,12 @@ class IngestionPipeline:
     def _wait(self, blocked: Callable[[], bool]) -> None:
         """Block while `blocked()` (checked under the lock); raise the first failure.
 
-        Verification polls go unrationed only once every queued body has been sent:
-        until then it is the senders we wait for, and polling harder would only spend
-        the request budget (at 10 requests/s, a queue of bodies takes a while).
+        The verifier reads each ingestion when it should have finished, whether or not
+        someone waits: waiting harder would only spend the request budget.
         """
-        with contextlib.ExitStack() as urgency:
-            urgent = False
-            while True:
-                with self._cond:
-                    while (
-                        self._failure is None and blocked() and (urgent or self._unsent)
-                    ):
-                        self._cond.wait(timeout=0.5)
-                    if self._failure is not None or not blocked():
-                        break
-                urgency.enter_context(self.verifier.urgent())
-                urgent = True
+        with self._cond:
+            while self._failure is None and blocked():
+                self._cond.wait(timeout=0.5)
         self.raise_if_failed()
 
     def _work(self) -> None:

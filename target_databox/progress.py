@@ -127,6 +127,9 @@ class RunReporter:
                     tags={"stream": stream, "dataset_id": s.dataset_id},
                 )
                 metrics.log(metrics_logger, point)
+        verification = self._pipeline.verification_summary()
+        if verification:
+            self._logger.info("%s", verification)
         rejected = sum(s.rejected for s in self._pipeline.stats.values())
         if self._rejects_path and rejected:
             self._logger.warning(

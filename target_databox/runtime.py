@@ -79,6 +79,7 @@ class Runtime:
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
             sizes=self.sizes,
+            trust_list_status=settings.trust_ingestion_list_status,
         )
 
         self.reporter = RunReporter(

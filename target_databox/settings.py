@@ -35,6 +35,13 @@ CONFIG_SCHEMA = th.PropertiesList(
                 description="Client-side limit on all requests to Databox, per hour."),
     th.Property("verify_ingestions", th.BooleanType, default=True,
                 description="Wait for each ingestion's outcome before releasing STATE."),
+    th.Property("trust_ingestion_list_status", th.BooleanType, default=False,
+                description="Settle an ingestion on a plain success word in the dataset's "
+                            "ingestion list, without reading its counts (fewer requests). "
+                            "Only for an account whose list is known to report rejections: "
+                            "where it says success for an ingestion with rejected records, "
+                            "those records are lost unnoticed. `target-databox --doctor` "
+                            "tells; by default every ingestion is settled from its counts."),
     th.Property("ingestion_timeout_seconds", th.NumberType(exclusive_minimum=0), default=600,
                 description="Give up waiting for one ingestion's outcome after this long "
                             "(the run then fails, naming the ingestion)."),
@@ -102,6 +109,7 @@ class Settings:
     max_requests_per_second: float
     max_requests_per_hour: int
     verify_ingestions: bool
+    trust_ingestion_list_status: bool
     ingestion_timeout_seconds: float
     max_retry_seconds: float
     max_parallel_requests: int
@@ -133,6 +141,7 @@ class Settings:
             max_requests_per_second=float(get("max_requests_per_second", 10)),
             max_requests_per_hour=int(get("max_requests_per_hour", 10_000)),
             verify_ingestions=bool(get("verify_ingestions", True)),
+            trust_ingestion_list_status=bool(get("trust_ingestion_list_status", False)),
             ingestion_timeout_seconds=float(get("ingestion_timeout_seconds", 600)),
             max_retry_seconds=float(get("max_retry_seconds", 300)),
             max_parallel_requests=int(get("max_parallel_requests", 4)),

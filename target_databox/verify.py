@@ -1,45 +1,66 @@
-"""Verify asynchronous ingestions without spending the request budget on polls.
+"""Verify asynchronous ingestions by their counts, with few requests beyond the one per ingestion.
 
-Databox answers an ingestion with 200 as soon as it is *accepted*; whether every record
-landed is known only later. One background thread watches all pending ingestions. It
-reads the paged ingestion list (one request covers up to 1,000 ingestions of a dataset)
-and fetches an ingestion's detail only where the list cannot settle it: a status other
-than plain success, an unknown word, or an ingestion missing from the list. Outcomes
-are judged by the detail's counts (shared/databox-api.md B.5). Polls are rationed to a
-small share of the ingestion requests, except when someone is waiting for the outcome.
+Databox answers an ingestion with 200 as soon as it is *accepted*; whether every record landed
+is known only later, from the ingestion's detail: received = appended + overwritten + rejected,
+and received must equal what was sent (shared/databox-api.md B.5). So, by default, every
+ingestion costs one detail read once it has finished, and the verifier's job is to spend little
+beyond that (issues 11 and 16), whatever the number of datasets:
+
+* each ingestion is first read when, judging by the ingestions before it, it should have
+  finished (``first_delay``, learnt as the run goes), then with a back-off from the time it was
+  accepted (``first_delay * 2**checks``, at most ``MAX_CHECK_INTERVAL`` apart);
+* a dataset's ingestion list is read only where it settles several at once: when several of
+  its ingestions are due together and some were already found unfinished, one list read says
+  which are no longer pending, and only those details are read. With ``trust_list_status`` a
+  plain success word in the list settles an ingestion without its detail (for an account whose
+  list is known to report rejections; ``target-databox --doctor`` tells);
+* nothing about the list is load-bearing (Part B): the page size is taken from its answer, a
+  refused ``pageSize`` is dropped for the rest of the run, any order works, and a missing or
+  unknown word just means "read the detail".
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from target_databox.client import DataboxClient
 from target_databox.errors import DataboxApiError, IngestionFailedError
 
-SUCCESS_WORDS = frozenset({"success", "completed", "complete", "succeeded", "done"})
-PENDING_WORDS = frozenset({"processing", "queued", "pending", "running", "in_progress"})
+SUCCESS_WORDS = frozenset({"success", "completed", "complete", "succeeded", "done", "finished"})
+PENDING_WORDS = frozenset(
+    {"processing", "queued", "pending", "running", "in_progress", "in progress", "started"}
+)
 
-#: Polls may use this share of the ingestion requests sent so far (plus a small allowance).
-#: One list request settles up to LIST_PAGE_SIZE ingestions, so one poll per ~100 requests
-#: (one drained batch at the defaults) keeps up; a waiting pipeline polls unrationed.
-POLL_SHARE = 0.01
-POLL_ALLOWANCE = 2
-#: ...or, when that is more, one every this many seconds, so a slowly trickling run still
-#: releases its STATE within seconds.
-SECONDS_PER_FREE_POLL = 30.0
-MIN_POLL_INTERVAL = 0.05
-#: How often a thread whose ration is spent looks again (the ration grows with every
-#: request sent; someone waiting wakes it at once). Not every 10 ms: that cost a thread
-#: wake-up, and a GIL hand-off, a hundred times a second in busy runs.
-RATIONED_RECHECK_SECONDS = 0.1
-MAX_POLL_INTERVAL = 5.0
+#: Seconds after acceptance of an ingestion's first read, until the run has learnt better.
+INITIAL_FIRST_DELAY = 0.25
+MIN_FIRST_DELAY = 0.02
+#: Re-reads of one unfinished ingestion are at most this far apart (and at least MIN apart).
+MAX_CHECK_INTERVAL = 5.0
+MIN_CHECK_INTERVAL = 0.05
+#: After each first read that found the ingestion finished, the first delay shrinks by this
+#: factor: quickly while no read was ever early, then slowly (an early read is a spent request;
+#: at 0.98 about one ingestion in 35 costs one).
+DECAY_BEFORE_EARLY_READ = 0.8
+DECAY_AFTER_EARLY_READ = 0.98
+#: One list read pays when it may spare this many detail reads of unfinished ingestions
+#: (counts decide) or settle this many at once (trust_list_status).
+LIST_MIN_RECHECKS = 3
+TRUST_LIST_MIN_PENDING = 2
+#: With trust_list_status, first reads wait at least this long, so that one list read
+#: settles the ingestions of a couple of seconds at once.
+TRUST_MIN_FIRST_DELAY = 2.0
 LIST_PAGE_SIZE = 1000
 MAX_LIST_PAGES = 5
+#: An ingestion may be "not found" this often just after acceptance before that is an error.
+MAX_NOT_FOUND = 3
+
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -62,14 +83,33 @@ class PendingIngestion:
     accepted_at: float
     #: Called exactly once with the outcome (or None when not verified), from this thread.
     on_settled: Callable[[PendingIngestion, Outcome | None], None]
-    detail_checks: int = 0
+    #: Reads (detail or list) that found it unfinished, and 404s of its detail.
+    checks: int = 0
+    not_found: int = 0
+    first_delay: float = 0.0
+    next_check: float = 0.0
+    last_word: str | None = None
 
 
 @dataclass
-class _DatasetWatch:
-    pending: dict[str, PendingIngestion] = field(default_factory=dict)
-    next_poll: float = 0.0
-    interval: float = MIN_POLL_INTERVAL
+class VerifierStats:
+    """What verification cost, for the run summary and the benchmarks."""
+
+    settled_by_counts: int = 0
+    settled_by_list: int = 0
+    detail_reads: int = 0
+    list_reads: int = 0
+    early_reads: int = 0
+    """Detail reads that found the ingestion unfinished (or not yet visible)."""
+
+    @property
+    def settled(self) -> int:
+        return self.settled_by_counts + self.settled_by_list
+
+    @property
+    def beyond_counts(self) -> int:
+        """Requests beyond one count check per ingestion settled by its counts."""
+        return self.list_reads + self.detail_reads - self.settled_by_counts
 
 
 class IngestionVerifier:
@@ -82,20 +122,26 @@ class IngestionVerifier:
         timeout_seconds: float,
         on_failure: Callable[[BaseException], None],
         logger: logging.Logger,
+        trust_list_status: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._timeout = timeout_seconds
         self._on_failure = on_failure
         self._logger = logger
+        self._trust = trust_list_status
         self._clock = clock
-        self._started = clock()
         self._cond = threading.Condition()
-        self._watches: dict[str, _DatasetWatch] = {}
-        self._urgent = 0
+        self._pending: dict[str, dict[str, PendingIngestion]] = {}
         self._stopped = False
-        self.polls = 0
-        self.verified = 0
+        self.first_delay = INITIAL_FIRST_DELAY
+        self._early_seen = False
+        #: pageSize to ask the list for; None = leave it to Databox (it refused ours).
+        self._page_size: int | None = LIST_PAGE_SIZE
+        self._list_has_status = True
+        #: Datasets whose list did not show the ingestions looked for (read details there).
+        self._list_useless: set[str] = set()
+        self.stats = VerifierStats()
         self._thread = threading.Thread(target=self._run, name="databox-verifier", daemon=True)
         self._thread.start()
 
@@ -103,22 +149,16 @@ class IngestionVerifier:
 
     def track(self, pending: PendingIngestion) -> None:
         with self._cond:
-            watch = self._watches.setdefault(pending.dataset_id, _DatasetWatch())
-            idle = not watch.pending
-            if idle:
-                watch.next_poll = self._clock() + MIN_POLL_INTERVAL
-                watch.interval = MIN_POLL_INTERVAL
-            watch.pending[pending.ingestion_id] = pending
-            if idle:  # otherwise its poll is already scheduled: no need to wake the thread
-                self._cond.notify_all()
-
-    def urgent(self) -> _Urgency:
-        """Context manager: while held, poll without rationing (someone waits on us)."""
-        return _Urgency(self)
+            pending.first_delay = (
+                max(self.first_delay, TRUST_MIN_FIRST_DELAY) if self._trust else self.first_delay
+            )
+            pending.next_check = pending.accepted_at + pending.first_delay
+            self._pending.setdefault(pending.dataset_id, {})[pending.ingestion_id] = pending
+            self._cond.notify_all()
 
     def pending_count(self) -> int:
         with self._cond:
-            return sum(len(w.pending) for w in self._watches.values())
+            return sum(len(p) for p in self._pending.values())
 
     def stop(self) -> None:
         with self._cond:
@@ -126,139 +166,240 @@ class IngestionVerifier:
             self._cond.notify_all()
         self._thread.join(timeout=5)
 
+    def describe(self, requests: int, ingestion_requests: int) -> str:
+        """One line on what verification cost, with its share of all requests."""
+        s = self.stats
+        beyond = requests - ingestion_requests - s.settled_by_counts
+        share = beyond / requests if requests else 0.0
+        return (
+            f"Verification: {s.settled} ingestions settled ({s.settled_by_counts} by their "
+            f"counts, {s.settled_by_list} by the list's word) with {s.detail_reads} detail "
+            f"reads ({s.early_reads} too early) and {s.list_reads} list reads; requests beyond "
+            f"ingestion and one count check each: {beyond} of {requests} ({share:.1%})"
+        )
+
     # The thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                dataset_id = self._next_due()
-                while dataset_id is None and not self._stopped:
+                plan = self._next_plan()
+                while plan is None and not self._stopped:
                     self._cond.wait(timeout=self._sleep_time())
-                    dataset_id = self._next_due()
-                if self._stopped or dataset_id is None:
+                    plan = self._next_plan()
+                if self._stopped or plan is None:
                     return
-                watch = self._watches[dataset_id]
-                batch = dict(watch.pending)
             try:
-                progressed = self._poll(dataset_id, batch)
+                self._check(*plan)
             except BaseException as exc:  # reported to the pipeline
                 self._on_failure(exc)
                 with self._cond:
                     self._stopped = True
                 return
-            with self._cond:
-                now = self._clock()
-                watch.interval = (
-                    MIN_POLL_INTERVAL if progressed else min(watch.interval * 2, MAX_POLL_INTERVAL)
-                )
-                watch.next_poll = now + watch.interval
 
-    def _budget_ok(self) -> bool:
-        if self._urgent:
-            return True
-        allowed = POLL_ALLOWANCE + max(
-            POLL_SHARE * self._client.stats.ingestion_requests,
-            (self._clock() - self._started) / SECONDS_PER_FREE_POLL,
-        )
-        return self.polls < allowed
-
-    def _next_due(self) -> str | None:
+    def _next_plan(self) -> tuple[str, list[PendingIngestion]] | None:
+        """The dataset with the most ingestions due for a check, and those ingestions."""
         now = self._clock()
-        due = [
-            (w.next_poll, dataset_id)
-            for dataset_id, w in self._watches.items()
-            if w.pending and w.next_poll <= now
-        ]
-        if not due:
+        best: tuple[int, float, str, list[PendingIngestion]] | None = None
+        for dataset_id, pending in self._pending.items():
+            due = [p for p in pending.values() if p.next_check <= now]
+            if not due:
+                continue
+            soonest = min(p.next_check for p in due)
+            if best is None or (-len(due), soonest) < (best[0], best[1]):
+                best = (-len(due), soonest, dataset_id, due)
+        if best is None:
             return None
-        overdue = any(
-            now - p.accepted_at > self._timeout
-            for _, d in due for p in self._watches[d].pending.values()
-        )
-        if not (self._budget_ok() or overdue):
-            return None
-        # Most pending first: one list request settles the most ingestions.
-        due.sort(key=lambda item: (-len(self._watches[item[1]].pending), item[0]))
-        return due[0][1]
+        return best[2], sorted(best[3], key=lambda p: p.accepted_at)
 
     def _sleep_time(self) -> float:
         now = self._clock()
-        times = [w.next_poll - now for w in self._watches.values() if w.pending]
+        times = [p.next_check - now for d in self._pending.values() for p in d.values()]
         if not times:
             return 1.0
-        soonest = min(times)
-        if soonest <= 0:  # due, yet not polled: the ration is spent until more is sent
-            return RATIONED_RECHECK_SECONDS
-        return max(min(soonest, 1.0), 0.01)
+        return max(min(min(times), 1.0), 0.005)
 
-    # One poll of one dataset ------------------------------------------------------------
+    # One check of one dataset's due ingestions -----------------------------------------
 
-    def _poll(self, dataset_id: str, batch: dict[str, PendingIngestion]) -> bool:
-        statuses = self._list_statuses(dataset_id, set(batch))
-        progressed = False
-        now = self._clock()
-        for ingestion_id, pending in batch.items():
-            word = statuses.get(ingestion_id)
-            outcome: Outcome | None = None
-            if word in SUCCESS_WORDS:
-                outcome = Outcome(pending.record_count, pending.record_count, 0, 0, [])
-            elif word in PENDING_WORDS:
-                outcome = None
+    def _check(self, dataset_id: str, due: list[PendingIngestion]) -> None:
+        to_read = due
+        with self._cond:
+            waiting = list(self._pending.get(dataset_id, {}).values())
+        if self._list_pays(dataset_id, due, waiting):
+            # One list read covers every pending ingestion of the dataset, due or not.
+            words = self._list_words(dataset_id, {p.ingestion_id for p in waiting})
+            is_due = set(map(id, due))
+            to_read = []
+            for pending in waiting:
+                word = words.get(pending.ingestion_id, _ABSENT)
+                if isinstance(word, str) and word in PENDING_WORDS:
+                    if id(pending) in is_due:
+                        self._not_yet(pending, word)
+                elif self._trust and isinstance(word, str) and word in SUCCESS_WORDS:
+                    count = pending.record_count
+                    self.stats.settled_by_list += 1
+                    self._settle(pending, Outcome(count, count, 0, 0, []))
+                elif word is not _ABSENT or id(pending) in is_due:
+                    # Finished in other words, no word, an unknown word, or not shown at all
+                    # (then only when due): its counts decide.
+                    to_read.append(pending)
+        for pending in to_read:
+            outcome, word = self._read_detail(pending)
+            if outcome is None:
+                self._not_yet(pending, word)
             else:
-                # Rejections, unknown words and absent entries: the counts decide.
-                outcome = self._detail_outcome(pending)
-            if outcome is not None:
+                self._learn_finished(pending)
+                self.stats.settled_by_counts += 1
                 self._settle(pending, outcome)
-                progressed = True
-            elif now - pending.accepted_at > self._timeout:
-                msg = (
-                    f"Ingestion {ingestion_id} into dataset '{pending.dataset_title}' "
-                    f"({dataset_id}) was not finished after {self._timeout:.0f} s "
-                    f"(last status {word or 'unknown'}); raise ingestion_timeout_seconds "
-                    "or check the dataset in Databox, then re-run from the last STATE"
-                )
-                raise IngestionFailedError(msg)
-        return progressed
 
-    def _list_statuses(self, dataset_id: str, wanted: set[str]) -> dict[str, str | None]:
-        found: dict[str, str | None] = {}
-        page = 1
-        while page <= MAX_LIST_PAGES:
-            answer = self._client.list_ingestions(
-                dataset_id, page=page, page_size=LIST_PAGE_SIZE
+    def _list_pays(
+        self, dataset_id: str, due: list[PendingIngestion], waiting: list[PendingIngestion]
+    ) -> bool:
+        if not self._list_has_status or dataset_id in self._list_useless:
+            return False
+        if self._trust:
+            return len(waiting) >= TRUST_LIST_MIN_PENDING
+        return sum(1 for p in due if p.checks) >= LIST_MIN_RECHECKS
+
+    def _not_yet(self, pending: PendingIngestion, word: str | None) -> None:
+        """Unfinished (or not visible yet): fail past the deadline, else back off."""
+        now = self._clock()
+        pending.last_word = word or pending.last_word
+        if now - pending.accepted_at > self._timeout:
+            msg = (
+                f"Ingestion {pending.ingestion_id} into dataset '{pending.dataset_title}' "
+                f"({pending.dataset_id}) was not finished after {self._timeout:.0f} s "
+                f"(last status {pending.last_word or 'unknown'}); raise "
+                "ingestion_timeout_seconds or check the dataset in Databox, then re-run "
+                "from the last STATE"
             )
-            self.polls += 1
-            items = answer.get("ingestions") or []
-            for item in items:
-                if isinstance(item, dict) and item.get("ingestionId") in wanted:
-                    status = item.get("status")
-                    found[str(item["ingestionId"])] = (
-                        str(status).lower() if isinstance(status, str) else None
-                    )
-            if len(found) == len(wanted) or len(items) < LIST_PAGE_SIZE:
-                break
-            page += 1
-        return found
+            raise IngestionFailedError(msg)
+        if pending.checks == 0:
+            self._early_seen = True
+            with self._cond:
+                self.first_delay = min(self.first_delay * 2, MAX_CHECK_INTERVAL)
+        pending.checks += 1
+        target = pending.accepted_at + pending.first_delay * 2**pending.checks
+        pending.next_check = max(
+            min(target, now + MAX_CHECK_INTERVAL), now + MIN_CHECK_INTERVAL
+        )
 
-    def _detail_outcome(self, pending: PendingIngestion) -> Outcome | None:
-        try:
-            detail = self._client.get_ingestion(pending.dataset_id, pending.ingestion_id)
-        except DataboxApiError as exc:
-            if exc.status == 404 and pending.detail_checks < 3:
-                pending.detail_checks += 1
-                return None  # not visible yet; keep waiting until the deadline
-            raise
-        self.polls += 1
-        pending.detail_checks += 1
-        return outcome_from_detail(detail)
+    def _learn_finished(self, pending: PendingIngestion) -> None:
+        """Tune the first delay: shrink it after timely reads, raise it to a seen duration."""
+        with self._cond:
+            if pending.checks == 0:
+                decay = DECAY_AFTER_EARLY_READ if self._early_seen else DECAY_BEFORE_EARLY_READ
+                self.first_delay = max(self.first_delay * decay, MIN_FIRST_DELAY)
+            else:
+                took = self._clock() - pending.accepted_at
+                self.first_delay = max(self.first_delay, min(took, MAX_CHECK_INTERVAL))
 
     def _settle(self, pending: PendingIngestion, outcome: Outcome) -> None:
         with self._cond:
-            watch = self._watches.get(pending.dataset_id)
-            if watch is not None:
-                watch.pending.pop(pending.ingestion_id, None)
-        self.verified += 1
+            waiting = self._pending.get(pending.dataset_id)
+            if waiting is not None:
+                waiting.pop(pending.ingestion_id, None)
+                if not waiting:
+                    del self._pending[pending.dataset_id]
         pending.on_settled(pending, outcome)
+
+    # Reading Databox --------------------------------------------------------------------
+
+    def _read_detail(self, pending: PendingIngestion) -> tuple[Outcome | None, str | None]:
+        self.stats.detail_reads += 1
+        try:
+            detail = self._client.get_ingestion(pending.dataset_id, pending.ingestion_id)
+        except DataboxApiError as exc:
+            if exc.status == 404 and pending.not_found < MAX_NOT_FOUND:
+                pending.not_found += 1
+                self.stats.early_reads += 1
+                return None, "not found yet"
+            raise
+        outcome = outcome_from_detail(detail)
+        if outcome is None:
+            self.stats.early_reads += 1
+        word = detail.get("ingestionStatus")
+        return outcome, word.lower() if isinstance(word, str) else None
+
+    def _list_words(self, dataset_id: str, wanted: set[str]) -> dict[str, str | None]:
+        """The list's word (None: no word) for each wanted ingestion it shows, in any order.
+
+        Reads page 1, then onwards; when page 1 shows none of them and the answer says how
+        many pages there are, from the last page backwards (an oldest-first list).
+        """
+        found: dict[str, str | None] = {}
+        page, step, last, read = 1, 1, None, 0
+        while read < MAX_LIST_PAGES and page >= 1 and (last is None or page <= last):
+            answer = self._list_page(dataset_id, page)
+            read += 1
+            items = [i for i in answer.get("ingestions") or [] if isinstance(i, dict)]
+            if items and not any("status" in i for i in items):
+                self._list_has_status = False
+                self._logger.info(
+                    "The ingestion list of dataset %s carries no status words; every "
+                    "ingestion is settled from its detail", dataset_id,
+                )
+            before = len(found)
+            for item in items:
+                ident = item.get("ingestionId")
+                if ident in wanted:
+                    status = item.get("status")
+                    found[str(ident)] = status.lower() if isinstance(status, str) else None
+            if len(found) == len(wanted) or not items or not self._list_has_status:
+                break
+            size, total = _pagination(answer)
+            if size is not None and len(items) < size:
+                break  # the last page (by the size the answer states, not the one asked)
+            if total is not None and size:
+                last = max(math.ceil(total / size), 1)
+            if page == 1 and len(found) == before and last is not None and last > 1:
+                page, step = last, -1  # none on the newest-first page 1: try oldest-first
+            else:
+                page += step
+        if not found:
+            self._list_useless.add(dataset_id)
+            self._logger.debug(
+                "The ingestion list of dataset %s did not show the pending ingestions; "
+                "reading their details instead", dataset_id,
+            )
+        return found
+
+    def _list_page(self, dataset_id: str, page: int) -> dict[str, Any]:
+        self.stats.list_reads += 1
+        try:
+            return self._client.list_ingestions(dataset_id, page=page, page_size=self._page_size)
+        except DataboxApiError as exc:
+            if exc.status != 400 or self._page_size is None or not _about_page_size(exc):
+                raise
+            self._logger.info(
+                "Databox refused pageSize=%d for the ingestion list (%s); using its default "
+                "page size for the rest of the run", self._page_size, exc,
+            )
+            self._page_size = None
+            self.stats.list_reads += 1
+            return self._client.list_ingestions(dataset_id, page=page, page_size=None)
+
+
+def _pagination(answer: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(pageSize, totalItems) as the answer states them, None where it does not."""
+    pagination = answer.get("pagination")
+    if not isinstance(pagination, dict):
+        return None, None
+
+    def number(name: str) -> int | None:
+        value = pagination.get(name)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return value if ok else None
+
+    size = number("pageSize")
+    return (size or None), number("totalItems")
+
+
+def _about_page_size(exc: DataboxApiError) -> bool:
+    return any(
+        (e.field or "").lower() == "pagesize" or "pagesize" in (e.message or "").lower()
+        for e in exc.errors
+    ) or "pagesize" in (exc.body_excerpt or "").lower()
 
 
 def outcome_from_detail(detail: dict[str, Any]) -> Outcome | None:
@@ -283,26 +424,10 @@ def outcome_from_detail(detail: dict[str, Any]) -> Outcome | None:
     )
 
 
-class _Urgency:
-    def __init__(self, verifier: IngestionVerifier) -> None:
-        self._verifier = verifier
-
-    def __enter__(self) -> None:
-        with self._verifier._cond:
-            self._verifier._urgent += 1
-            for watch in self._verifier._watches.values():
-                watch.next_poll = min(watch.next_poll, self._verifier._clock())
-                watch.interval = MIN_POLL_INTERVAL
-            self._verifier._cond.notify_all()
-
-    def __exit__(self, *exc: object) -> None:
-        with self._verifier._cond:
-            self._verifier._urgent -= 1
-
-
 __all__ = [
     "IngestionVerifier",
     "Outcome",
     "PendingIngestion",
+    "VerifierStats",
     "outcome_from_detail",
 ]

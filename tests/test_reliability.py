@@ -217,22 +217,34 @@ def test_ingestion_timeout_fires_with_a_clear_message(emulator, config):
 # Verification budget ------------------------------------------------------------------
 
 
-def test_verification_polls_stay_under_five_percent_of_requests(emulator, config):
+@pytest.mark.parametrize("trust", [False, True], ids=["counts", "trust-list"])
+def test_verification_polls_stay_under_five_percent_of_requests(emulator, config, trust):
+    """Counts decide: one detail read per ingestion, and everything else (look-ups, list
+    reads, early reads) at most 5% of all requests. Trusting the list: no count reads, and
+    verification at most 5% of all requests."""
     run = run_target(
-        {**config, "max_requests_per_second": 400},
+        {**config, "max_requests_per_second": 400, "trust_ingestion_list_status": trust},
         messages("orders", 100_000, ["id"], every=5000),
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     log = emulator.request_log
     ingestions = [r for r in log if r.path.endswith("/data")]
-    others = [r for r in log if not r.path.endswith("/data")]
+    details = [r for r in log if "/ingestions/" in r.path]
     assert len(ingestions) == 1000
-    share = len(others) / len(log)  # look-ups before the first ingestion included
-    assert share <= 0.05, f"{len(others)} of {len(log)} requests were not ingestions"
-    assert [r for r in others if "/ingestions" in r.path], "nothing was verified"
+    if trust:
+        others = len(log) - len(ingestions)
+        assert [r for r in log if r.path.endswith("/ingestions")], "nothing was verified"
+    else:
+        dataset = emulator.find_dataset("orders")
+        read = {r.path.rsplit("/", 1)[1] for r in details}
+        assert read == {i["id"] for i in emulator.ingestions(dataset["id"])}
+        others = len(log) - len(ingestions) - len(read)
+    assert others <= 0.05 * len(log), f"{others} of {len(log)} requests beyond ingestion"
     assert sorted(landed_ids(emulator, "orders")) == list(range(1, 100_001))
     assert run.states[-1] == {"orders": 100_000}
+    summary = next(line for line in run.stderr.splitlines() if "Verification:" in line)
+    assert f"{1000 if trust else 0} by the list's word" in summary
 
 
 # Rejected records ---------------------------------------------------------------------

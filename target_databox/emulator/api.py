@@ -6,6 +6,7 @@ Handlers get an authenticated ``Call`` and return the answer's fields; the app l
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,16 @@ class DataboxApi:
         self.store = store
         self.config = config
         self.ids = ids
+        self._jitter_seed = config.fault_seed
+        self._jitter = random.Random(config.fault_seed)
+        # Ingestion id -> clock time before which it is still *reported* pending (jitter).
+        self._report_after: dict[str, float] = {}
+
+    def reset(self) -> None:
+        """Forget reporting delays and restart the jitter RNG (after a data reset)."""
+        self._report_after.clear()
+        self._jitter_seed = self.config.fault_seed
+        self._jitter.seed(self.config.fault_seed)
 
     def handle(self, call: Call) -> dict[str, Any]:
         name, call.params = route(call.method, call.path)
@@ -156,7 +167,26 @@ class DataboxApi:
             return self.config.pending_word
         if status == SUCCESS:
             return self.config.success_word
+        if self.config.rejected_list_word != PARTIAL:
+            return self.config.rejected_list_word
         return status
+
+    def _reported(self, item: dict[str, Any], now: float) -> str:
+        """The state clients see: a landed ingestion may still look pending (completion jitter)."""
+        status: str = item["status"]
+        if status != PENDING and self._report_after:
+            until = self._report_after.get(item["id"])
+            if until is not None:
+                if until > now:
+                    return PENDING
+                del self._report_after[item["id"]]
+        return status
+
+    def _draw_jitter(self) -> float:
+        if self._jitter_seed != self.config.fault_seed:
+            self._jitter_seed = self.config.fault_seed
+            self._jitter.seed(self.config.fault_seed)
+        return self._jitter.uniform(0.0, self.config.completion_jitter)
 
     # -- auth and accounts (#1, #2, #4) -----------------------------------------------------
 
@@ -284,6 +314,9 @@ class DataboxApi:
                 field="records",
             )
         ident = self._new_uuid()
+        if self.config.completion_jitter > 0:
+            due = call.now + self.config.processing_delay
+            self._report_after[ident] = due + self._draw_jitter()
         self.store.add_ingestion(
             ident,
             dataset["id"],
@@ -310,22 +343,29 @@ class DataboxApi:
     def list_ingestions(self, call: Call) -> dict[str, Any]:
         dataset = self._dataset(call)
         page = self._page_param(call, "page", 1, None)
+        reject = self.config.page_size_over_max == "reject"
         size = self._page_param(
-            call, "pageSize", self.config.default_page_size, self.config.max_page_size
+            call,
+            "pageSize",
+            self.config.default_page_size,
+            self.config.max_page_size if reject else None,
         )
+        size = min(size, self.config.max_page_size)
         items = self.store.ingestions(
-            dataset["id"], newest_first=True, offset=(page - 1) * size, limit=size
+            dataset["id"],
+            newest_first=self.config.list_order != "oldest",
+            offset=(page - 1) * size,
+            limit=size,
         )
         self.store.count_poll([i["id"] for i in items if i["status"] == PENDING])
+        listed = []
+        for i in items:
+            entry = {"ingestionId": i["id"], "timestamp": i["timestamp"]}
+            if not self.config.list_omit_status:
+                entry["status"] = self._word(self._reported(i, call.now))
+            listed.append(entry)
         return {
-            "ingestions": [
-                {
-                    "ingestionId": i["id"],
-                    "timestamp": i["timestamp"],
-                    "status": self._word(i["status"]),
-                }
-                for i in items
-            ],
+            "ingestions": listed,
             "pagination": {
                 "page": page,
                 "pageSize": size,
@@ -339,9 +379,10 @@ class DataboxApi:
         if item is None:
             raise not_found(f"ingestion {call.params['ingestion']}", "ingestionId")
         answer: dict[str, Any] = {"ingestionId": item["id"], "timestamp": item["timestamp"]}
+        status = self._reported(item, call.now)
         if not self.config.omit_ingestion_status:
-            answer["ingestionStatus"] = self._word(item["status"])
-        if item["status"] == PENDING:
+            answer["ingestionStatus"] = self._word(status)
+        if status == PENDING:
             self.store.count_poll([item["id"]])
             columns = len(self.store.columns(dataset["id"]))
             dataset_metrics = {

@@ -9,7 +9,12 @@ import sys
 import threading
 from types import FrameType
 
-from .config import EmulatorConfig
+from .config import (
+    LIST_ORDERS,
+    PAGE_SIZE_OVER_MAX,
+    EmulatorConfig,
+    apply_runtime_knobs,
+)
 from .emulator import Emulator
 
 ENV_KEY = "DATABOX_EMULATOR_API_KEY"
@@ -58,7 +63,59 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an overwrite keeps fields the record leaves out (default: nulled)")
     parser.add_argument("--purge-drops-columns", action="store_true",
                         help="a purge also forgets inferred column types (default: kept)")
+    _add_alternative_flags(parser)
     return parser
+
+
+def _add_alternative_flags(parser: argparse.ArgumentParser) -> None:
+    """Plausible alternatives to the API reference's Part B (each also a runtime knob)."""
+    group = parser.add_argument_group("Part B alternatives (ingestion list and detail)")
+    group.add_argument("--max-page-size", type=int, default=1000, metavar="N")
+    group.add_argument(
+        "--page-size-over-max",
+        choices=PAGE_SIZE_OVER_MAX,
+        default="cap",
+        help="a pageSize above the maximum: serve the maximum (cap) or answer 400 (reject)",
+    )
+    group.add_argument("--success-word", default="success", metavar="WORD")
+    group.add_argument("--pending-word", default="processing", metavar="WORD")
+    group.add_argument(
+        "--rejected-list-word",
+        default="partial",
+        metavar="WORD",
+        help="word for a finished ingestion with rejections (e.g. 'success' hides them)",
+    )
+    group.add_argument(
+        "--omit-ingestion-status",
+        action="store_true",
+        help="ingestion details without ingestionStatus",
+    )
+    group.add_argument(
+        "--list-omit-status", action="store_true", help="ingestion list items without status"
+    )
+    group.add_argument(
+        "--completion-jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="up to this much extra time before an ingestion is reported finished "
+        "(seeded by --fault-seed): ingestions finish out of order",
+    )
+    group.add_argument("--list-order", choices=LIST_ORDERS, default="newest")
+
+
+def _alternative_knobs(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "max_page_size": args.max_page_size,
+        "page_size_over_max": args.page_size_over_max,
+        "success_word": args.success_word,
+        "pending_word": args.pending_word,
+        "rejected_list_word": args.rejected_list_word,
+        "omit_ingestion_status": args.omit_ingestion_status,
+        "list_omit_status": args.list_omit_status,
+        "completion_jitter": args.completion_jitter,
+        "list_order": args.list_order,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         overwrite_keeps_missing=args.overwrite_keeps_missing,
         purge_drops_columns=args.purge_drops_columns,
     )
+    try:
+        apply_runtime_knobs(config, _alternative_knobs(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

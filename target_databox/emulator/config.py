@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+PAGE_SIZE_OVER_MAX = ("cap", "reject")
+LIST_ORDERS = ("newest", "oldest")
 FAULT_KINDS = ("status", "rate_limit", "drop_before", "drop_after", "delay")
 """Every fault kind the emulator can inject (scripted or random)."""
 
@@ -52,6 +54,9 @@ class EmulatorConfig:
     max_bytes: int = 1_000_000
     default_page_size: int = 100
     max_page_size: int = 1000
+    page_size_over_max: str = "cap"
+    """A ``pageSize`` above ``max_page_size``: "cap" serves ``max_page_size`` (and says so in
+    ``pagination.pageSize``); "reject" answers 400 ``invalid_input`` for field ``pageSize``."""
 
     # Asynchronous processing (runtime).
     processing_delay: float = 0.0
@@ -75,6 +80,18 @@ class EmulatorConfig:
     success_word: str = "success"
     pending_word: str = "processing"
     omit_ingestion_status: bool = False
+    """The detail leaves out ``ingestionStatus``."""
+    list_omit_status: bool = False
+    """The ingestion list's items leave out ``status``."""
+    rejected_list_word: str = "partial"
+    """The word (list and detail) for a finished ingestion with rejections. "partial" keeps
+    "partial"/"failed"; any other word ("success": a list that hides rejections) replaces both."""
+    completion_jitter: float = 0.0
+    """Up to this many extra seconds before an ingestion is *reported* finished, drawn per
+    ingestion from an RNG seeded by ``fault_seed``: ingestions finish out of order (rows still
+    land in acceptance order, so a key's last version wins)."""
+    list_order: str = "newest"
+    """Order of the ingestion list: "newest" (first) or "oldest" (first)."""
 
     # Row semantics alternatives, for the doctor's questions (runtime).
     overwrite_keeps_missing: bool = False
@@ -125,6 +142,11 @@ RUNTIME_KNOBS = frozenset(
         "omit_ingestion_status",
         "overwrite_keeps_missing",
         "purge_drops_columns",
+        "page_size_over_max",
+        "list_omit_status",
+        "rejected_list_word",
+        "completion_jitter",
+        "list_order",
     }
 )
 """Knobs that ``POST /_emulator/config`` may set (plain JSON values only)."""
@@ -167,4 +189,18 @@ def apply_runtime_knobs(config: EmulatorConfig, changes: dict[str, Any]) -> None
             value = type(current)(value)
         elif isinstance(current, str) and not isinstance(value, str):
             raise ValueError(f"{name} must be a string")
+        _check_choice(name, value)
         setattr(config, name, value)
+
+
+_CHOICES = {"page_size_over_max": PAGE_SIZE_OVER_MAX, "list_order": LIST_ORDERS}
+
+
+def _check_choice(name: str, value: Any) -> None:
+    """Knobs with a fixed set of values, and words that must not be empty."""
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ValueError(f"{name} must be one of {', '.join(_CHOICES[name])}")
+    if name.endswith("_word") and not str(value).strip():
+        raise ValueError(f"{name} must not be empty")
+    if name == "completion_jitter" and value < 0:
+        raise ValueError("completion_jitter must not be negative")

@@ -101,6 +101,7 @@ class Emulator:
     def reset(self) -> None:
         """Drop all data, the request log, scripted faults and rate-limit windows."""
         self.store.reset()
+        self.app.api.reset()
         self._log.clear()
         self._limiter.reset()
         self.faults.clear()

@@ -17,8 +17,10 @@ from target_databox.emulator.cli import main
 
 def test_cli_serves_until_sigterm() -> None:
     env = {**os.environ, "DATABOX_EMULATOR_API_KEY": "secret-cli-key"}
+    command = [sys.executable, "-m", "target_databox.emulator", "--port", "0"]
+    command += ["--max-records", "5", "--list-order", "oldest", "--rejected-list-word", "success"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "target_databox.emulator", "--port", "0", "--max-records", "5"],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -35,6 +37,7 @@ def test_cli_serves_until_sigterm() -> None:
         assert requests.get(url + "/v1/auth/validate-key", timeout=5).status_code == 401
         config = requests.get(url + "/_emulator/config", timeout=5).json()["config"]
         assert config["max_records"] == 5
+        assert (config["list_order"], config["rejected_list_word"]) == ("oldest", "success")
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=10)
         assert process.returncode == 0, stderr

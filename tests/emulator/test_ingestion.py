@@ -183,7 +183,10 @@ def test_ingestion_list_is_newest_first_and_paged(api: Api, emu: Emulator) -> No
         ({"page": "x"}, "page"),
     ],
 )
-def test_ingestion_list_bad_paging_is_400(api: Api, params: dict[str, object], field: str) -> None:
+def test_ingestion_list_bad_paging_is_400(
+    api: Api, emu: Emulator, params: dict[str, object], field: str
+) -> None:
+    emu.config.page_size_over_max = "reject"
     dataset = api.dataset()
     response = api.get(f"/v1/datasets/{dataset}/ingestions", params=params)
     assert response.status_code == 400
