@@ -40,8 +40,9 @@ def settings(emu: Emulator, **extra: Any) -> dict[str, Any]:
 def doctor(emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
            config: dict[str, Any] | None = None, **options: Any) -> tuple[int, dict, str]:
     path = tmp_path / "doctor.json"
-    code = run_doctor(config or settings(emu), json_path=str(path), logger=LOGGER,
-                      sleep=lambda seconds: None, **options)
+    if not options.pop("real_sleep", False):
+        options["sleep"] = lambda seconds: None
+    code = run_doctor(config or settings(emu), json_path=str(path), logger=LOGGER, **options)
     out = capsys.readouterr().out
     assert_key_hidden(out)
     report = json.loads(path.read_text())
@@ -138,6 +139,58 @@ def test_unknown_success_word_is_not_trusted(emu, tmp_path, capsys):
     assert code == 0  # the counts decide; the target handles it
     assert observed(report)["status_words"]["when_finished"] == ["ok"]
     assert report["recommended_config"]["trust_ingestion_list_status"] is False
+
+
+def test_a_list_without_status_is_not_trusted(emu, tmp_path, capsys):
+    emu.config.list_omit_status = True
+    code, report, _ = doctor(emu, tmp_path, capsys)
+    assert code == 0
+    assert observed(report)["list_status_field"] == "absent"
+    assert holds(report)["list_status_field"] is False
+    assert observed(report)["time_to_finish"]["unfinished"] == []  # the counts decided
+    assert report["recommended_config"]["trust_ingestion_list_status"] is False
+
+
+def test_a_list_that_hides_rejections_is_not_trusted(emu, tmp_path, capsys):
+    emu.config.rejected_list_word = "success"
+    code, report, _ = doctor(emu, tmp_path, capsys)
+    assert code == 0
+    assert observed(report)["list_word_for_rejections"] == {
+        "with_rejections": ["success"], "without_rejections": ["success"]}
+    assert holds(report)["list_word_for_rejections"] is False
+    assert report["recommended_config"]["trust_ingestion_list_status"] is False
+
+
+@pytest.mark.parametrize(("mode", "answer"), [
+    ("reject", "refused (HTTP 400 invalid_input)"), ("cap", "capped to 100")])
+def test_list_page_size_refused_or_capped(emu, tmp_path, capsys, mode, answer):
+    emu.config.max_page_size = 100
+    emu.config.page_size_over_max = mode
+    code, report, _ = doctor(emu, tmp_path, capsys)
+    assert code == 0
+    assert observed(report)["list_page_size"]["pageSize 1000"] == answer
+    assert holds(report)["list_page_size"] is False
+    assert observed(report)["list_order"] == "newest first"  # the list still answered
+
+
+def test_an_oldest_first_list(emu, tmp_path, capsys):
+    emu.config.list_order = "oldest"
+    code, report, _ = doctor(emu, tmp_path, capsys)
+    assert code == 0
+    assert observed(report)["list_order"] == "oldest first"
+    assert holds(report)["list_order"] is False
+
+
+@pytest.mark.timeout(60)
+def test_ingestions_that_finish_out_of_order(emu, tmp_path, capsys):
+    emu.config.completion_jitter = 0.8
+    emu.config.fault_seed = 7
+    code, report, _ = doctor(emu, tmp_path, capsys, real_sleep=True)
+    assert code == 0
+    seen = observed(report)
+    assert seen["time_to_finish"]["unfinished"] == []
+    assert seen["order_across_requests"] == "in send order: the later version wins"
+    assert report["recommended_config"]["trust_ingestion_list_status"] is True
 
 
 def test_overwrite_that_keeps_fields_and_purge_that_drops_columns(emu, tmp_path, capsys):

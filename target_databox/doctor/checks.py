@@ -92,9 +92,9 @@ def status_words(f: Findings, s: Session) -> Check:
     for sent in watched:
         done_words = {sent.list_words[-1]} if sent.finished and sent.list_words else set()
         if sent.finished and sent.outcome is not None and sent.outcome.rejected == 0:
-            finished |= {w for w in done_words if w != ABSENT}
+            finished |= {w for w in done_words if not w.startswith("(")}
         for word in sent.list_words[:-1] if sent.finished else sent.list_words:
-            if word != ABSENT:
+            if not word.startswith("("):
                 pending.add(word)
         detail_words = sent.detail_words[:-1] if sent.finished else sent.detail_words
         pending |= {w for w in detail_words if not w.startswith("(")}
