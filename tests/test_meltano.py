@@ -224,3 +224,14 @@ def test_tap_postgres_to_databox_and_incremental_rerun(
     stored = meltano.state("dev:tap-postgres-to-target-databox")
     bookmark = stored["singer_state"]["bookmarks"]["public-orders"]
     assert datetime.fromisoformat(bookmark["replication_key_value"]) == later
+
+
+def test_meltano_invoke_doctor(meltano: Meltano, emulator: Emulator, tmp_path: Path) -> None:
+    """`meltano invoke target-databox --doctor` reaches the doctor with Meltano's settings."""
+    report = tmp_path / "doctor.json"
+    env = {"TARGET_DATABOX_API_KEY": API_KEY, "TARGET_DATABOX_API_URL": emulator.url,
+           "TARGET_DATABOX_MAX_REQUESTS_PER_SECOND": "500"}
+    proc = meltano("invoke", "target-databox", "--doctor", "--doctor-json", str(report), env=env)
+    assert "Recommended settings" in proc.stdout
+    assert json.loads(report.read_text())["recommended_config"]["max_records_per_request"] == 100
+    assert emulator.data_sources() == []
