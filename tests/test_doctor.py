@@ -314,3 +314,19 @@ def test_a_request_refused_for_one_record_is_resent_without_it(emu, tmp_path, ca
     assert seen["array_of_objects"] == "rejected (invalid_value)"
     assert seen["field_name_length"] == {"128": "accepted", "129": "rejected"}
     assert report["recommended_config"]["trust_ingestion_list_status"] is True
+
+
+def test_ingestions_that_never_finish_fail_within_the_budget(emu, tmp_path, capsys):
+    """An unknown word while processing makes every poll read details: the doctor still stops
+    within its budget, says what is wrong and cleans up."""
+    emu.config.processing_delay = 10_000
+    emu.config.pending_word = "waiting"
+    code, report, out = doctor(emu, tmp_path, capsys)
+    assert code == 1
+    assert "error" not in report
+    check = next(c for c in report["checks"] if c["id"] == "time_to_finish")
+    assert check["handled"] is False
+    assert "clean" in check["observed"]["unfinished"]
+    assert "ingestion_timeout_seconds" in check["advice"]
+    assert any("skipped" in note for note in report["notes"])
+    assert "To change before loading" in out

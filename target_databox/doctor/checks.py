@@ -16,7 +16,6 @@ from target_databox.doctor.probes import (
     size_mb,
 )
 from target_databox.doctor.session import (
-    ABSENT,
     FINISHED_OTHER_WORDS,
     Sent,
     Session,
@@ -372,8 +371,9 @@ def _rejections(f: Findings) -> dict[str, str | None] | None:
             by_index[index] = str(error.get("code") or "")
     if len(by_index) < sent.outcome.rejected:
         return None
-    if (by_index.get(0) is not None or by_index.get(1) is not None) and not f.notes:
-        f.notes.append("records that set the column types were rejected themselves")
+    note = "records that set the column types were rejected themselves"
+    if (by_index.get(0) is not None or by_index.get(1) is not None) and note not in f.notes:
+        f.notes.append(note)
     verdicts = {name: by_index.get(index) for name, index, _ in REJECTION_PROBES}
     return {**verdicts, **f.refused_probes}
 

@@ -116,28 +116,39 @@ def run_probes(session: Session, findings: Findings, *, rate_limit: bool) -> Non
     findings.order_first = session.ingest(behaviour, "order 1", [{"id": 40, "order_probe": 1}])
     findings.order_second = session.ingest(behaviour, "order 2",
                                            [{"id": 40, "order_probe": "second"}])
-    session.settle(behaviour, findings.behaviour(), details=True)
-    session.settle(limits, [*findings.sizes.values(), findings.big_body], details=False)
+    burst = BURST if rate_limit else 0
+    session.settle(behaviour, findings.behaviour(), details=True, keep=burst + 12)
+    session.settle(limits, [*findings.sizes.values(), findings.big_body], details=False,
+                   keep=burst + 9)
     thousand = findings.sizes[1000]
     if thousand.accepted and thousand.finished and thousand.outcome is None:
         session.read_detail(thousand)  # did all 1,000 land? (the recommendation rests on it)
 
-    sizes = [_size_mb(s) for s in findings.behaviour() if s.finished]
-    findings.size_before_overwrite = max((x for x in sizes if x is not None), default=None)
-    findings.overwrite = session.ingest(behaviour, "overwrite", [{"id": 1, "note": "b"}])
-    session.settle(behaviour, [findings.overwrite], details=True)
-
-    session.client.purge_dataset(behaviour)
-    findings.purged = True
-    findings.after_purge = session.ingest(behaviour, "after purge",
-                                          [{"id": 50, "n": "text after the purge"}])
-    session.settle(behaviour, [findings.after_purge], details=True)
+    if any(s.accepted and not s.finished for s in findings.behaviour()):
+        findings.notes.append("the overwrite and purge questions were skipped: the first "
+                              "ingestions did not finish")
+    else:
+        _overwrite_and_purge(session, findings, behaviour, burst)
 
     if rate_limit:
         findings.burst_asked = True
         findings.burst_answer = session.burst(BURST)
         if findings.burst_answer is not None:  # let the window pass before cleaning up
             session.sleep(min(findings.burst_answer.retry_after or 1.0, 10.0))
+
+
+def _overwrite_and_purge(session: Session, findings: Findings, behaviour: str,
+                         burst: int) -> None:
+    sizes = [_size_mb(s) for s in findings.behaviour() if s.finished]
+    findings.size_before_overwrite = max((x for x in sizes if x is not None), default=None)
+    findings.overwrite = session.ingest(behaviour, "overwrite", [{"id": 1, "note": "b"}])
+    session.settle(behaviour, [findings.overwrite], details=True, keep=burst + 4)
+
+    session.client.purge_dataset(behaviour)
+    findings.purged = True
+    findings.after_purge = session.ingest(behaviour, "after purge",
+                                          [{"id": 50, "n": "text after the purge"}])
+    session.settle(behaviour, [findings.after_purge], details=True, keep=burst)
 
 
 def _send_typed(session: Session, dataset_id: str, findings: Findings) -> Sent:

@@ -138,6 +138,10 @@ class Session:
     def requests(self) -> int:
         return self.pacer.used
 
+    def left(self) -> int:
+        """Requests the probes may still spend (the cleanup's are kept apart)."""
+        return self.pacer.limit - CLEANUP_RESERVE - self.pacer.used
+
     # Scratch data source -------------------------------------------------------------
 
     def open(self) -> None:
@@ -218,17 +222,20 @@ class Session:
         if sent.finished_after is None:
             sent.finished_after = round(time.monotonic() - sent.accepted_at, 2)
 
-    def settle(self, dataset_id: str, sents: Iterable[Sent], *, details: bool) -> None:
+    def settle(self, dataset_id: str, sents: Iterable[Sent], *, details: bool,
+               keep: int = 0) -> None:
         """Wait (about a minute at most) until each accepted ingestion is finished.
 
         The list says which are; an unknown word, a missing status or an absent entry is
         settled by the detail's counts. With `details`, every finished ingestion's detail
-        is read too (once).
+        is read too (once). Polling stops early rather than leave fewer than `keep`
+        requests of the budget (for the details and the later questions).
         """
         wanted = [s for s in sents if s.accepted]
+        reads = len(wanted) if details else 0
         for delay in POLL_DELAYS:
             pending = [s for s in wanted if not s.finished]
-            if not pending:
+            if not pending or self.left() <= keep + reads + len(pending):
                 break
             self.sleep(delay)
             words = self.list_words(dataset_id)
