@@ -75,7 +75,9 @@ class RequestSizes:
                 on_split(piece, pieces)
                 todo[:0] = pieces
                 continue
-            probe = self._admit(piece)
+            # Within the limits and a confirmed size (every body, normally): no lock taken.
+            fast = self._fits(piece) and not self._beyond_confirmed(piece)
+            probe = False if fast else self._admit(piece)
             if probe is None:  # the limits fell while it waited: fit it again
                 todo.insert(0, piece)
                 continue

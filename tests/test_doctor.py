@@ -330,3 +330,18 @@ def test_ingestions_that_never_finish_fail_within_the_budget(emu, tmp_path, caps
     assert "ingestion_timeout_seconds" in check["advice"]
     assert any("skipped" in note for note in report["notes"])
     assert "To change before loading" in out
+
+
+def test_cli_doctor_with_a_bad_key_fails_in_one_line(emu):
+    proc = run_cli({**settings(emu), "api_key": "wrong-key"}, "--doctor")
+    assert proc.returncode == 1
+    assert "Check api_key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert emu.data_sources() == []
+
+
+def test_cli_doctor_without_a_key_says_where_to_put_it(emu):
+    proc = run_cli({"api_url": emu.url}, "--doctor")
+    assert proc.returncode == 1
+    assert "api_key is missing" in proc.stderr
+    assert emu.request_log == []

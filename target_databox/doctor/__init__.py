@@ -73,7 +73,9 @@ def run_doctor(
     finally:
         if _main_thread():
             signal.signal(signal.SIGTERM, previous)
-    checks: list[Check] = [c for c in (check(findings, session) for check in CHECKS) if c]
+    checks: list[Check] = []
+    if session.data_source_id is not None:  # no scratch data source: nothing was asked
+        checks = [c for c in (check(findings, session) for check in CHECKS) if c]
     report = reporting.build(findings, checks, session, error)
     print(reporting.render(report), flush=True)
     if json_path:

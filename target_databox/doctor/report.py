@@ -54,14 +54,17 @@ def render(report: dict[str, Any]) -> str:
     """The human-readable report: one row per check, then what to change."""
     lines = ["Part B = the API reference's assumption held; ok = the target handles the answer",
              "", f"{'check':<26} {'Part B':<6} {'ok':<3} observed", "-" * 100]
+    if not report["checks"]:
+        lines = ["No question was asked."]
     for check in report["checks"]:
         observed = textwrap.wrap(_text(check["observed"]), 63) or [""]
         lines.append(f"{check['id']:<26} {_flag(check['assumption_holds']):<6} "
                      f"{'yes' if check['handled'] else 'NO':<3} {observed[0]}")
         lines.extend(" " * 37 + more for more in observed[1:])
-    lines.append("")
-    lines.append("Recommended settings (add them to the target's config):")
-    lines.extend(f"  {k}: {json.dumps(v)}" for k, v in report["recommended_config"].items())
+    if report["checks"]:
+        lines.append("")
+        lines.append("Recommended settings (add them to the target's config):")
+        lines.extend(f"  {k}: {json.dumps(v)}" for k, v in report["recommended_config"].items())
     to_change = [c for c in report["checks"] if not c["handled"]]
     if to_change:
         lines.append("")
