@@ -345,3 +345,10 @@ def test_cli_doctor_without_a_key_says_where_to_put_it(emu):
     assert proc.returncode == 1
     assert "api_key is missing" in proc.stderr
     assert emu.request_log == []
+
+
+def test_cli_doctor_with_an_invalid_setting_names_it(emu):
+    proc = run_cli({**settings(emu), "max_requests_per_second": "fast"}, "--doctor")
+    assert proc.returncode == 1
+    assert "setting max_requests_per_second ('fast') is invalid: must be number" in proc.stderr
+    assert emu.request_log == []

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-import jsonschema
+import fastjsonschema
 
 from target_databox.errors import ConfigurationError
 from target_databox.settings import CONFIG_SCHEMA, SECRET_SETTINGS
@@ -35,10 +35,10 @@ def check_config(config: Mapping[str, Any]) -> None:
         msg = ("api_key is missing: put it in the config file or TARGET_DATABOX_API_KEY "
                "(with --config ENV)")
         raise ConfigurationError(msg)
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft7Validator(CONFIG_SCHEMA).iter_errors(dict(config)))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "config"
-        shown = "***" if where in SECRET_SETTINGS else repr(error.instance)[:80]
-        msg = f"setting {where} ({shown}) is invalid: {error.message.split(' is ')[-1]}"
-        raise ConfigurationError(msg)
+    try:
+        fastjsonschema.compile(CONFIG_SCHEMA)(dict(config))
+    except fastjsonschema.JsonSchemaValueException as exc:
+        where = (exc.name or "data").removeprefix("data").lstrip(".") or "config"
+        shown = "***" if where in SECRET_SETTINGS else repr(exc.value)[:80]
+        msg = f"setting {where} ({shown}) is invalid: {exc.message.removeprefix(exc.name or '')}"
+        raise ConfigurationError(" ".join(msg.split())) from None
