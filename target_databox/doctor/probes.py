@@ -4,7 +4,7 @@ Two scratch datasets: `limits` (keyless) takes the size probes; `behaviour` (key
 takes five ingestions sent back to back (one clean, one full of deliberate rejections, a
 key twice in one request, the same key in two requests), then an overwrite, a purge and
 one more ingestion. One list request covers all of a dataset's ingestions; details are
-read once each. About 32 requests in all (47 with the rate-limit burst).
+read once each. About 30 requests in all (about 47 with the rate-limit burst).
 """
 
 from __future__ import annotations
