@@ -37,8 +37,6 @@ class RequestSizes:
     """The run's current per-request limits; thread-safe, shared by all sinks and senders."""
 
     def __init__(self, max_records: int, max_bytes: int, *, logger: logging.Logger) -> None:
-        self.configured_records = max_records
-        self.configured_bytes = max_bytes
         self.max_records = max_records
         self.max_bytes = max_bytes
         #: Largest sizes Databox accepted (or documents): bodies within need no probing.
