@@ -352,3 +352,12 @@ def test_cli_doctor_with_an_invalid_setting_names_it(emu):
     assert proc.returncode == 1
     assert "setting max_requests_per_second ('fast') is invalid: must be number" in proc.stderr
     assert emu.request_log == []
+
+
+def test_an_account_that_accepts_bodies_over_1_mb(emu, tmp_path, capsys):
+    emu.config.max_bytes = 2_000_000
+    code, report, _ = doctor(emu, tmp_path, capsys)
+    assert code == 0
+    assert observed(report)["request_bytes"]["answer"] == "accepted"
+    assert holds(report)["request_bytes"] is False
+    assert observed(report)["time_to_finish"]["unfinished"] == []
