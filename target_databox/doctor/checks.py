@@ -326,7 +326,7 @@ def rate_limit(f: Findings, s: Session) -> Check | None:
     exc = f.burst_answer
     if exc is None:
         return Check("rate_limit", _Q["rate_limit"],
-                     f"no 429 in {BURST} requests sent at once", None)
+                     f"no 429 in up to {BURST} requests sent at once", None)
     detail = exc.errors[0] if exc.errors else None
     observed = {"status": exc.status, "code": detail.code if detail else None,
                 "type": detail.type if detail else None, "retry_after": exc.retry_after}

@@ -133,6 +133,9 @@ class Session:
         self.page = PageProbe()
         self._page_size = LIST_PAGE_SIZE
         self.last_list: dict[str, list[dict[str, Any]]] = {}
+        #: List words known to mean finished / not yet (others are learnt from a detail).
+        self._done_words = set(SUCCESS_WORDS | FINISHED_OTHER_WORDS)
+        self._waiting_words = set(PENDING_WORDS)
 
     @property
     def requests(self) -> int:
@@ -223,17 +226,18 @@ class Session:
             sent.finished_after = round(time.monotonic() - sent.accepted_at, 2)
 
     def settle(self, dataset_id: str, sents: Iterable[Sent], *, details: bool,
-               keep: int = 0) -> None:
+               keep: int = 0, first_delay: float = 0.0) -> None:
         """Wait (about a minute at most) until each accepted ingestion is finished.
 
         The list says which are; an unknown word, a missing status or an absent entry is
         settled by the detail's counts. With `details`, every finished ingestion's detail
         is read too (once). Polling stops early rather than leave fewer than `keep`
-        requests of the budget (for the details and the later questions).
+        requests of the budget (for the details and the later questions); `first_delay`
+        (how long earlier ingestions took) saves polls that could not succeed.
         """
         wanted = [s for s in sents if s.accepted]
         reads = len(wanted) if details else 0
-        for delay in POLL_DELAYS:
+        for delay in (first_delay, *POLL_DELAYS[1:]):
             pending = [s for s in wanted if not s.finished]
             if not pending or self.left() <= keep + reads + len(pending):
                 break
@@ -242,10 +246,12 @@ class Session:
             for sent in pending:
                 word = words.get(str(sent.ingestion_id), ABSENT)
                 sent.list_words.append(word)
-                if word in SUCCESS_WORDS or word in FINISHED_OTHER_WORDS:
+                if word in self._done_words:
                     self._finished(sent)
-                elif word not in PENDING_WORDS:
-                    self.read_detail(sent)
+                elif word not in self._waiting_words:
+                    self.read_detail(sent)  # the counts decide; remember what the word meant
+                    if not word.startswith("("):
+                        (self._done_words if sent.finished else self._waiting_words).add(word)
         if details:
             for sent in wanted:
                 if sent.finished and sent.outcome is None:
