@@ -316,11 +316,13 @@ def test_a_request_refused_for_one_record_is_resent_without_it(emu, tmp_path, ca
     assert report["recommended_config"]["trust_ingestion_list_status"] is True
 
 
-def test_ingestions_that_never_finish_fail_within_the_budget(emu, tmp_path, capsys):
-    """An unknown word while processing makes every poll read details: the doctor still stops
-    within its budget, says what is wrong and cleans up."""
+@pytest.mark.parametrize("knob", [{"pending_word": "waiting"}, {"list_omit_status": True}])
+def test_ingestions_that_never_finish_fail_within_the_budget(emu, tmp_path, capsys, knob):
+    """An unknown word is learnt from one detail; a list without status makes every poll read
+    details: either way the doctor stops within its budget, says what is wrong, cleans up."""
     emu.config.processing_delay = 10_000
-    emu.config.pending_word = "waiting"
+    for name, value in knob.items():
+        setattr(emu.config, name, value)
     code, report, out = doctor(emu, tmp_path, capsys)
     assert code == 1
     assert "error" not in report
