@@ -363,3 +363,10 @@ def test_an_account_that_accepts_bodies_over_1_mb(emu, tmp_path, capsys):
     assert observed(report)["request_bytes"]["answer"] == "accepted"
     assert holds(report)["request_bytes"] is False
     assert observed(report)["time_to_finish"]["unfinished"] == []
+
+
+def test_an_answer_of_unexpected_shape_is_one_line_and_cleaned_up(emu, tmp_path, capsys):
+    emu.faults.add("status", "POST", r"/v1/datasets$", status=200, body='{"status": "success"}')
+    code, report, _ = doctor(emu, tmp_path, capsys)
+    assert code == 1
+    assert report["error"] == "unexpected answer from Databox (KeyError: 'id')"

@@ -60,6 +60,10 @@ def run_doctor(
             run_probes(session, findings, rate_limit=rate_limit)
         except TargetDataboxError as exc:
             error = " ".join(str(exc).split())
+        except Exception as exc:  # an answer of an unexpected shape: still clean up, one line
+            logger.debug("Doctor failed", exc_info=True)
+            error = " ".join(f"unexpected answer from Databox ({type(exc).__name__}: {exc})"
+                             .split())
         except KeyboardInterrupt:
             interrupted, error = 130, "interrupted (Ctrl-C)"
         except _Stop:
@@ -79,9 +83,13 @@ def run_doctor(
     report = reporting.build(findings, checks, session, error)
     print(reporting.render(report), flush=True)
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2, default=str)
-            handle.write("\n")
+        try:
+            with open(json_path, "w", encoding="utf-8") as handle:
+                json.dump(report, handle, indent=2, default=str)
+                handle.write("\n")
+        except OSError as exc:
+            logger.error("Doctor: cannot write the JSON report to %s: %s", json_path, exc)
+            return 1
     if error:
         logger.error("Doctor: %s", error)
     if interrupted is not None:
