@@ -370,3 +370,26 @@ def test_an_answer_of_unexpected_shape_is_one_line_and_cleaned_up(emu, tmp_path,
     code, report, _ = doctor(emu, tmp_path, capsys)
     assert code == 1
     assert report["error"] == "unexpected answer from Databox (KeyError: 'id')"
+
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_the_creation_is_unanswered_still_deletes_it(emu):
+    """Created in Databox, answer not yet back, Ctrl-C: found by its title and deleted."""
+    emu.faults.add("delay", "POST", r"/v1/data-sources$", seconds=20)
+    path = write_config(settings(emu))
+    proc = subprocess.Popen([EXECUTABLE, "--config", path, "--doctor"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not emu.data_sources():
+            assert time.monotonic() < deadline, "the doctor never created its data source"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        os.unlink(path)
+    assert proc.returncode == 130, err
+    assert_key_hidden(out, err)
+    assert emu.data_sources() == []

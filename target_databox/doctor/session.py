@@ -129,6 +129,7 @@ class Session:
         self.title = "target-databox doctor " + datetime.now(timezone.utc).strftime(
             "%Y-%m-%dT%H:%M:%SZ")
         self.data_source_id: int | None = None
+        self._creating = False
         self.deleted = False
         self.page = PageProbe()
         self._page_size = LIST_PAGE_SIZE
@@ -157,6 +158,7 @@ class Session:
                        "set account_id to the one the doctor may use")
                 raise ConfigurationError(msg)
             self.account_id = int(accounts[0]["id"])
+        self._creating = True
         source = self.client.create_data_source(self.title, account_id=self.account_id,
                                                 timezone="UTC")
         self.data_source_id = int(source["id"])
@@ -168,11 +170,16 @@ class Session:
         self.pacer.cleanup = True
         self.pacer.unpaced = False
         try:
+            if self.data_source_id is None and self._creating and self.account_id is not None:
+                # Stopped while creating it: it may exist without our knowing its id.
+                found = [x for x in self.client.list_data_sources(self.account_id)
+                         if x.get("title") == self.title]
+                self.data_source_id = int(found[0]["id"]) if found else None
             if self.data_source_id is not None and not keep:
                 self.client.delete_data_source(self.data_source_id)
                 assert self.account_id is not None
-                titles = {s.get("id") for s in self.client.list_data_sources(self.account_id)}
-                self.deleted = self.data_source_id not in titles
+                ids = {s.get("id") for s in self.client.list_data_sources(self.account_id)}
+                self.deleted = self.data_source_id not in ids
         finally:
             self.client.close()
 
