@@ -279,7 +279,9 @@ def test_cli_doctor_options_need_doctor(emu):
 
 
 @pytest.mark.timeout(60)
-def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path):
+@pytest.mark.parametrize(("signum", "code", "said"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")])
+def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path, signum, code, said):
     emu.config.processing_delay = 120  # the doctor waits for processing: interrupt it there
     path = write_config(settings(emu))
     proc = subprocess.Popen([EXECUTABLE, "--config", path, "--doctor"], stdout=subprocess.PIPE,
@@ -289,15 +291,15 @@ def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path):
         while not any(r.path.endswith("/ingestions") for r in emu.request_log):
             assert time.monotonic() < deadline, "the doctor never started polling"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
         os.unlink(path)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert_key_hidden(out, err)
     assert emu.data_sources() == []
-    assert "interrupted" in out
+    assert said in out
 
 
 def test_a_request_refused_for_one_record_is_resent_without_it(emu, tmp_path, capsys):
