@@ -443,14 +443,16 @@ class DataboxClient:
         if status == 429:
             with self._stats_lock:
                 self.stats.rate_limited += 1
-            # One header must not stall every thread for longer than a request may retry.
-            if error.retry_after is not None and error.retry_after > self._retry.max_seconds:
+            # One header must not stall every thread for longer than a request may retry
+            # (the error keeps the header's value: it is what Databox said).
+            wait = error.retry_after
+            if wait is not None and wait > self._retry.max_seconds:
                 self._logger.warning(
                     "Databox asked to wait %.0f s (Retry-After); waiting max_retry_seconds "
-                    "(%.0f s) at most", error.retry_after, self._retry.max_seconds,
+                    "(%.0f s) at most", wait, self._retry.max_seconds,
                 )
-                error.retry_after = self._retry.max_seconds
-            self._pacer.rate_limited(error.retry_after)
+                wait = self._retry.max_seconds
+            self._pacer.rate_limited(wait)
         raise error
 
 

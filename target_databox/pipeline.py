@@ -34,6 +34,7 @@ from target_databox.errors import (
     UnexpectedError,
 )
 from target_databox.keyless import OriginalFinder, SendWindow
+from target_databox.sizing import RequestSizes
 from target_databox.verify import IngestionVerifier, Outcome, PendingIngestion
 
 #: Bodies queued for the senders and not yet picked up: a few batches' worth (~8 MB at
@@ -146,10 +147,12 @@ class IngestionPipeline:
         on_rejected: RejectedHandler | None,
         logger: logging.Logger,
         keyless_resend_wait: float = 30.0,
+        sizes: RequestSizes | None = None,
         trust_list_status: bool = False,
     ) -> None:
         self._client = client
         self._originals = OriginalFinder(client, wait_seconds=keyless_resend_wait, logger=logger)
+        self._sizes = sizes
         self._tracker = tracker
         self._verify = verify
         self._logger = logger
@@ -345,12 +348,33 @@ class IngestionPipeline:
         if self._failure is not None:
             return
         try:
-            accepted = self._ingest(batch.dataset, body)
+            if self._sizes is None:
+                sent = [(body, self._ingest(batch.dataset, body))]
+            else:  # split when Databox refuses the size (see sizing.py)
+                sent = self._sizes.send(
+                    body,
+                    lambda piece: self._ingest(batch.dataset, piece),
+                    lambda old, pieces: self._split(batch, old, pieces),
+                )
         except BaseException as exc:  # reported on the main thread
             self.fail(
                 _with_stream(exc, batch.stream), f"Sending records of stream '{batch.stream}'"
             )
             return
+        for piece, accepted in sent:
+            self._track(batch, piece, accepted)
+
+    def _split(self, batch: Batch, old: RequestBody, pieces: list[RequestBody]) -> None:
+        """One queued body becomes several: count each as its own request to settle."""
+        extra = len(pieces) - 1
+        with batch.lock:
+            batch.outstanding += extra
+        with self._cond:
+            self._in_flight += extra
+            self._unverified_bytes += sum(len(p.data) for p in pieces) - len(old.data)
+            self.stats_for(batch.stream).requests += extra
+
+    def _track(self, batch: Batch, body: RequestBody, accepted: AcceptedIngestion) -> None:
         self._logger.debug(
             "Stream '%s': ingestion %s accepted (%d records)",
             batch.stream, accepted.ingestion_id, body.count,

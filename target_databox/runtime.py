@@ -22,6 +22,7 @@ from target_databox.progress import RunReporter
 from target_databox.ratelimit import RequestPacer
 from target_databox.rejects import RejectedRecordsFile
 from target_databox.settings import Settings
+from target_databox.sizing import RequestSizes
 from target_databox.verify import Outcome
 
 #: Bodies accepted but not yet verified are kept (to report rejected rows) up to this size.
@@ -79,6 +80,9 @@ class Runtime:
         self.tracker = StateTracker(
             write_state, before_release=self.rejects.sync if self.rejects else None
         )
+        self.sizes = RequestSizes(
+            settings.max_records_per_request, settings.max_request_bytes, logger=logger
+        )
         self.pipeline = IngestionPipeline(
             self.client,
             self.tracker,
@@ -90,6 +94,7 @@ class Runtime:
             on_rejected=self._on_rejected if self.rejects else None,
             logger=logger,
             keyless_resend_wait=settings.keyless_resend_wait_seconds,
+            sizes=self.sizes,
             trust_list_status=settings.trust_ingestion_list_status,
         )
 

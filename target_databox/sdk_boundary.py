@@ -24,6 +24,9 @@ signature):
    (stream maps that alias, filter or transform) it would turn date-time strings into
    `datetime` objects and apply its own error treatment; RowShaper checks and normalizes
    them itself, in one pass, the same way on every path.
+5. `PluginBase._env_var_config`: the `TARGET_DATABOX_*` settings from the environment, as
+   the SDK parses them for a run. `--doctor` (see target_databox/doctor) reads them without
+   building a Target (whose constructor installs the run's signal handlers).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ PRIVATE_NAMES: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("singer_sdk.sinks.core.Sink", "_config", None),
     ("singer_sdk.sinks.core.Sink", "_parse_timestamps_in_record",
      ("self", "record", "schema", "treatment")),
+    ("singer_sdk.plugin_base.PluginBase", "_env_var_config", None),
 )
 
 
@@ -93,3 +97,9 @@ class BoundarySink(BatchSink):
         treatment: DatetimeErrorTreatmentEnum,
     ) -> None:
         """Date-times stay strings: RowShaper checks and normalizes them in one pass."""
+
+
+def env_config(plugin: type[Target]) -> dict[str, t.Any]:
+    """The settings given as environment variables (private name 5): `--doctor` runs
+    without building a Target, yet must read `TARGET_DATABOX_*` as a run would."""
+    return dict(plugin._env_var_config)

@@ -360,11 +360,8 @@ class DataboxSink(BoundarySink):
         kept: list[int] | None = None
         if keys is not None:
             rows, keys, kept = self._last_per_key(rows, keys)
-        settings = self.runtime.settings
-        bodies = list(
-            pack(rows, keys, max_records=settings.max_records_per_request,
-                 max_bytes=settings.max_request_bytes)
-        )
+        sizes = self.runtime.sizes  # the settings, or smaller if Databox refused them
+        bodies = list(pack(rows, keys, max_records=sizes.max_records, max_bytes=sizes.max_bytes))
         start = int(context["start"])
         batch = Batch(
             stream=self.stream_name, lane=self.lane, start=start,

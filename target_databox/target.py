@@ -25,12 +25,20 @@ from singer_sdk.singerlib import SingerMessageType
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from typing_extensions import override
 
-from target_databox.errors import InputError, OutputError, TargetDataboxError, UnexpectedError
+from target_databox.doctor import run_doctor
+from target_databox.doctor.cli import DOCTOR_OPTIONS, check_config
+from target_databox.errors import (
+    ConfigurationError,
+    InputError,
+    OutputError,
+    TargetDataboxError,
+    UnexpectedError,
+)
 from target_databox.reader import DataboxReader, Handler
 from target_databox.records import encode_json
 from target_databox.runtime import Runtime
-from target_databox.sdk_boundary import BoundaryTarget
-from target_databox.settings import CONFIG_SCHEMA, Settings
+from target_databox.sdk_boundary import BoundaryTarget, env_config
+from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
 from target_databox.sinks import DataboxSink
 from target_databox.table_versions import Activation, Spool, TableVersions
 
@@ -453,11 +461,26 @@ class TargetDatabox(BoundaryTarget):
 
     @classmethod
     @override
-    def invoke(cls, *args: t.Any, check: bool = False, **kwargs: t.Any) -> None:  # type: ignore[override]
+    def invoke(  # type: ignore[override]
+        cls,
+        *args: t.Any,
+        check: bool = False,
+        doctor: bool = False,
+        doctor_json: str | None = None,
+        doctor_keep: bool = False,
+        doctor_rate_limit: bool = False,
+        **kwargs: t.Any,
+    ) -> None:
         # The pipeline lowers the process's GIL switch interval while it sends; whatever
         # way the run ends (success, error, signal, abort), the process gets it back.
         switch_interval = sys.getswitchinterval()
         try:
+            if doctor or doctor_json or doctor_keep or doctor_rate_limit:
+                if not doctor:
+                    msg = "--doctor-json, --doctor-keep and --doctor-rate-limit go with --doctor"
+                    raise ConfigurationError(msg)
+                sys.exit(cls._doctor(kwargs.get("config"), json_path=doctor_json,
+                                     keep=doctor_keep, rate_limit=doctor_rate_limit))
             if check:
                 cls._check(kwargs.get("config"))
                 return
@@ -500,9 +523,20 @@ class TargetDatabox(BoundaryTarget):
         target.runtime.close()
 
     @classmethod
+    def _doctor(cls, config: t.Any, **options: t.Any) -> int:
+        """Settle Databox's open questions on this account (see target_databox.doctor)."""
+        settings = dict(getattr(config, "config", None) or {})
+        if getattr(config, "parse_env", False):
+            settings.update(env_config(cls))
+        check_config(settings)
+        return run_doctor(RedactedConfig(settings), logger=cls.logger,
+                          user_agent=f"{cls.name}/{cls.get_plugin_version()} doctor", **options)
+
+    @classmethod
     @override
     def get_singer_command(cls) -> click.Command:
         command = super().get_singer_command()
+        command.params.extend(DOCTOR_OPTIONS)
         command.params.append(
             click.Option(
                 ["--check"],

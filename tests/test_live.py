@@ -2,8 +2,11 @@
 
     TARGET_DATABOX_API_KEY=... .venv/bin/python -m pytest -m live tests/test_live.py
 
-It creates a uniquely named data source, loads a handful of records with the real
-`target-databox` executable, checks the target's own success (exit 0, the STATE released
+It first runs `target-databox --doctor` (which creates and deletes its own scratch data
+source) and keeps its JSON report in output/live-doctor-report.json (or the path in
+TARGET_DATABOX_DOCTOR_REPORT): the account's answers to Part B and the recommended
+settings. Then it creates a uniquely named data source, loads a handful of records with
+the real `target-databox` executable, checks the target's own success (exit 0, the STATE released
 after verification) and each ingestion's detail as Databox reports it, and deletes the data
 source again, also when something failed. Optional: TARGET_DATABOX_ACCOUNT_ID (needed if the
 key sees several accounts) and TARGET_DATABOX_API_URL. The same steps run against the
@@ -12,7 +15,9 @@ emulator in every test run, so the smoke test itself stays working.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -22,7 +27,9 @@ import pytest
 from target_databox.client import DEFAULT_API_URL, DataboxClient
 from target_databox.emulator import Emulator
 from target_databox.ratelimit import RequestPacer
-from tests.support import API_KEY, record, run_target, schema, state
+from tests.support import API_KEY, EXECUTABLE, record, run_target, schema, state, write_config
+
+DOCTOR_REPORT = os.environ.get("TARGET_DATABOX_DOCTOR_REPORT") or "output/live-doctor-report.json"
 
 STREAM = "smoke_orders"
 RECORDS = [
@@ -46,6 +53,27 @@ def data_source_titled(client: DataboxClient, title: str) -> dict[str, Any] | No
             if source.get("title") == title:
                 return source
     return None
+
+
+def doctor(api_key: str, api_url: str, account_id: int | None, report_path: str) -> dict:
+    """`target-databox --doctor`: its report is kept; it must leave nothing behind."""
+    config: dict[str, Any] = {"api_key": api_key, "api_url": api_url}
+    if account_id is not None:
+        config["account_id"] = account_id
+    os.makedirs(os.path.dirname(report_path) or ".", exist_ok=True)
+    path = write_config(config)
+    try:
+        proc = subprocess.run([EXECUTABLE, "--config", path, "--doctor", "--doctor-json",
+                               report_path], capture_output=True, text=True, timeout=600)
+    finally:
+        os.unlink(path)
+    assert api_key not in proc.stdout + proc.stderr, "the API key leaked into the output"
+    with open(report_path, encoding="utf-8") as handle:
+        report: dict = json.load(handle)
+    assert report["scratch_data_source"]["deleted"], proc.stdout[-2000:]
+    assert report["requests"] <= 60
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return report
 
 
 def smoke(api_key: str, api_url: str, account_id: int | None) -> None:
@@ -94,14 +122,20 @@ def smoke(api_key: str, api_url: str, account_id: int | None) -> None:
                     reason="set TARGET_DATABOX_API_KEY to run the live smoke test")
 def test_live_smoke() -> None:
     account = os.environ.get("TARGET_DATABOX_ACCOUNT_ID")
-    smoke(os.environ["TARGET_DATABOX_API_KEY"],
-          os.environ.get("TARGET_DATABOX_API_URL") or DEFAULT_API_URL,
-          int(account) if account else None)
+    key = os.environ["TARGET_DATABOX_API_KEY"]
+    url = os.environ.get("TARGET_DATABOX_API_URL") or DEFAULT_API_URL
+    doctor(key, url, int(account) if account else None, DOCTOR_REPORT)
+    smoke(key, url, int(account) if account else None)
 
 
-def test_smoke_steps_against_the_emulator(emulator: Emulator) -> None:
+def test_smoke_steps_against_the_emulator(emulator: Emulator, tmp_path) -> None:
     """The live test's own steps, run where they can: against the emulator."""
+    report = doctor(API_KEY, emulator.url, None, str(tmp_path / "doctor.json"))
+    assert report["recommended_config"]["max_records_per_request"] == 100
+    assert emulator.data_sources() == []
+    before = len(emulator.request_log)
     smoke(API_KEY, emulator.url, None)
     assert emulator.data_sources() == []  # created, loaded, verified, deleted
-    posts = [r for r in emulator.request_log if r.method == "POST" and r.path.endswith("/data")]
+    posts = [r for r in emulator.request_log[before:]
+             if r.method == "POST" and r.path.endswith("/data")]
     assert sum(r.records or 0 for r in posts) == len(RECORDS)

@@ -339,3 +339,14 @@ def test_two_meltano_runs_share_one_keys_budget_through_the_store(
                 proc.kill()
                 proc.wait()
         emulator.close()
+
+
+def test_meltano_invoke_doctor(meltano: Meltano, emulator: Emulator, tmp_path: Path) -> None:
+    """`meltano invoke target-databox --doctor` reaches the doctor with Meltano's settings."""
+    report = tmp_path / "doctor.json"
+    env = {"TARGET_DATABOX_API_KEY": API_KEY, "TARGET_DATABOX_API_URL": emulator.url,
+           "TARGET_DATABOX_MAX_REQUESTS_PER_SECOND": "500"}
+    proc = meltano("invoke", "target-databox", "--doctor", "--doctor-json", str(report), env=env)
+    assert "Recommended settings" in proc.stdout
+    assert json.loads(report.read_text())["recommended_config"]["max_records_per_request"] == 100
+    assert emulator.data_sources() == []

@@ -44,6 +44,8 @@ def test_the_installed_sdk_still_has_each_private_name(where, name, parameters):
         importlib.import_module(f"{where}.{name}")
         return
     assert inspect.isclass(owner)
+    if parameters is None and name in vars(owner):  # a class-level attribute (classproperty)
+        return
     if parameters is None:  # an instance attribute the SDK's __init__ assigns
         source = inspect.getsource(owner.__init__)
         assert f"self.{name} =" in source or f"self.{name}:" in source, (

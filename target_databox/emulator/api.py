@@ -285,7 +285,7 @@ class DataboxApi:
         """Ingestions accepted before the purge land first, so they can't resurrect rows later."""
         dataset = self._dataset(call)
         self.store.process_due(call.now, force=True, dataset_id=dataset["id"])
-        self.store.purge_dataset(dataset["id"])
+        self.store.purge_dataset(dataset["id"], drop_columns=self.config.purge_drops_columns)
         return {"message": f"Dataset {dataset['id']} purged"}
 
     # -- ingestion (#11-#13) ----------------------------------------------------------------

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept POST bodies without Content-Type: application/json (default: 415)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument("--overwrite-keeps-missing", action="store_true",
+                        help="an overwrite keeps fields the record leaves out (default: nulled)")
+    parser.add_argument("--purge-drops-columns", action="store_true",
+                        help="a purge also forgets inferred column types (default: kept)")
     _add_alternative_flags(parser)
     return parser
 
@@ -149,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         require_json_content_type=not args.allow_any_content_type,
+        overwrite_keeps_missing=args.overwrite_keeps_missing,
+        purge_drops_columns=args.purge_drops_columns,
     )
     try:
         apply_runtime_knobs(config, _alternative_knobs(args))

@@ -99,6 +99,11 @@ class EmulatorConfig:
     tls_key: str | None = None
     require_json_content_type: bool = True
     """A POST with a body and no ``Content-Type: application/json`` is answered 415 (runtime)."""
+    # Row semantics alternatives, for the doctor's questions (runtime).
+    overwrite_keeps_missing: bool = False
+    """An overwrite keeps the fields a record leaves out (instead of nulling them)."""
+    purge_drops_columns: bool = False
+    """A purge also forgets the inferred column types (instead of keeping them)."""
 
     # Determinism helpers.
     clock: Callable[[], float] = time.monotonic
@@ -142,6 +147,8 @@ RUNTIME_KNOBS = frozenset(
         "pending_word",
         "omit_ingestion_status",
         "require_json_content_type",
+        "overwrite_keeps_missing",
+        "purge_drops_columns",
         "page_size_over_max",
         "list_omit_status",
         "rejected_list_word",

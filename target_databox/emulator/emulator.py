@@ -34,6 +34,7 @@ class Emulator:
             raise ValueError("configure an API key (api_key=... or api_keys={...})")
         self.config = config
         self.store = Store(config.db_path, config.first_data_source_id)
+        self.store.overwrite_keeps_missing = lambda: config.overwrite_keeps_missing
         self.faults = FaultPlan(config)
         self._ids = IdFactory(config.id_seed)
         self._limiter = SlidingWindowLimiter()

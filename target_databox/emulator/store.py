@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,8 @@ class Store:
         self.path = path
         self.lock = threading.RLock()
         self._first_data_source_id = first_data_source_id
+        #: Asked when a row is overwritten: True keeps the fields the new record leaves out.
+        self.overwrite_keeps_missing: Callable[[], bool] = lambda: False
         self._db = schema.connect(path)
         # Parsed records of accepted-but-unapplied ingestions, so applying needn't re-parse.
         self._pending_records: dict[str, list[Any]] = {}
@@ -250,10 +252,13 @@ class Store:
                 db.execute(f"DELETE FROM {table} WHERE dataset_id = ?", (ident,))  # noqa: S608
             db.execute("DELETE FROM datasets WHERE id = ?", (ident,))
 
-    def purge_dataset(self, ident: str) -> None:
-        """Remove every row but keep the dataset and its inferred columns (B.8)."""
+    def purge_dataset(self, ident: str, *, drop_columns: bool = False) -> None:
+        """Remove every row but keep the dataset and (unless ``drop_columns``) its inferred
+        columns (B.8)."""
         with self._tx() as db:
             db.execute("DELETE FROM rows WHERE dataset = ?", (self._seq(ident),))
+            if drop_columns:
+                db.execute("DELETE FROM columns WHERE dataset_id = ?", (ident,))
             db.execute("UPDATE datasets SET row_count = 0, size_bytes = 0 WHERE id = ?", (ident,))
 
     def columns(self, dataset_id: str) -> dict[str, str]:
@@ -470,7 +475,7 @@ class Store:
             )
         if primary_keys:
             appended, overwritten, new_rows, size_delta = self._upsert(
-                db, seq, primary_keys, result
+                db, seq, primary_keys, result, merge=self.overwrite_keeps_missing()
             )
         else:
             texts = [jsoncodec.dumps(record) for _, record in result.accepted]
@@ -510,13 +515,21 @@ class Store:
 
     @staticmethod
     def _upsert(
-        db: sqlite3.Connection, seq: int, primary_keys: list[str], result: CheckResult
+        db: sqlite3.Connection,
+        seq: int,
+        primary_keys: list[str],
+        result: CheckResult,
+        *,
+        merge: bool = False,
     ) -> tuple[int, int, int, int]:
         """Insert or overwrite by primary key, record by record (a repeated key in one request is
         appended first, then overwritten: the last one wins and keeps the first one's position).
+        With ``merge`` an overwrite keeps the old row's fields the new record leaves out.
 
         Returns (appended, overwritten, rows added, size delta in bytes).
         """
+        if merge:
+            return Store._merge_upsert(db, seq, primary_keys, result)
         keyed = [
             (primary_key_of(rec, primary_keys), jsoncodec.dumps(rec)) for _, rec in result.accepted
         ]
@@ -557,3 +570,31 @@ class Store:
                 "UPDATE rows SET data = ? WHERE id = ?", [(t, i) for i, t in updates.items()]
             )
         return appended, overwritten, len(inserts), size_delta
+
+    @staticmethod
+    def _merge_upsert(
+        db: sqlite3.Connection, seq: int, primary_keys: list[str], result: CheckResult
+    ) -> tuple[int, int, int, int]:
+        """``_upsert`` for an API whose overwrite keeps the fields a record leaves out
+        (a knob for the doctor's tests; row by row, so not for throughput runs)."""
+        appended = overwritten = new_rows = size_delta = 0
+        for _, record in result.accepted:
+            key = primary_key_of(record, primary_keys)
+            old = db.execute(
+                "SELECT id, data FROM rows WHERE dataset = ? AND pk = ?", (seq, key)
+            ).fetchone()
+            if old is None:
+                text = jsoncodec.dumps(record)
+                db.execute(
+                    "INSERT INTO rows (dataset, pk, data) VALUES (?, ?, ?)", (seq, key, text)
+                )
+                appended += 1
+                new_rows += 1
+                size_delta += len(text)
+                continue
+            row_id, old_text = old
+            text = jsoncodec.dumps({**jsoncodec.loads(old_text), **record})
+            db.execute("UPDATE rows SET data = ? WHERE id = ?", (text, row_id))
+            overwritten += 1
+            size_delta += len(text) - len(old_text)
+        return appended, overwritten, new_rows, size_delta
