@@ -87,7 +87,9 @@ def about(fmt: str) -> str:
     """Run the installed target's `--about` (the same output Meltano and the Hub read)."""
     return subprocess.run(
         [EXECUTABLE, "--about", f"--format={fmt}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
 
 
@@ -164,13 +166,17 @@ def definitions(info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Hub definition, meltano.yml loader block) for the `--about --format=json` output."""
     settings = [setting(n, s) for n, s in flatten(info["settings"]["properties"])]
     capabilities = list(info["capabilities"])
-    hub = sorted_deep({
-        **HUB_METADATA,
-        "capabilities": sorted(capabilities),
-        "settings": sorted(settings, key=lambda entry: str(entry["name"])),
-        "settings_group_validation": [sorted(g) for g in HUB_METADATA["settings_group_validation"]],
-        "supported_python_versions": info.get("supported_python_versions") or [],
-    })
+    hub = sorted_deep(
+        {
+            **HUB_METADATA,
+            "capabilities": sorted(capabilities),
+            "settings": sorted(settings, key=lambda entry: str(entry["name"])),
+            "settings_group_validation": [
+                sorted(g) for g in HUB_METADATA["settings_group_validation"]
+            ],
+            "supported_python_versions": info.get("supported_python_versions") or [],
+        }
+    )
     loader = {
         "name": "target-databox",
         "namespace": "target_databox",
@@ -220,7 +226,7 @@ def readme_text(current: str, table: str) -> str:
     match = pattern.search(current)
     if match is None:
         raise SystemExit(f"README.md: no table after the line {README_TABLE_INTRO.strip()!r}")
-    return current[: match.start(1)] + table + current[match.end(1):]
+    return current[: match.start(1)] + table + current[match.end(1) :]
 
 
 def main() -> int:
@@ -234,8 +240,7 @@ def main() -> int:
         MELTANO_FILE: meltano_text(MELTANO_FILE.read_text(), loader),
         README: readme_text(README.read_text(), settings_table(about("markdown"))),
     }
-    stale = [path for path, text in wanted.items()
-             if not path.exists() or path.read_text() != text]
+    stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
     for path in stale:
         rel = path.relative_to(ROOT)
         if args.check:

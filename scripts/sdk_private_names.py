@@ -87,6 +87,7 @@ def sdk_classes(objects: list[object]) -> set[type]:
     from singer_sdk import Sink, Target
     from singer_sdk.io_base import SingerReader
     from singer_sdk.mapper import PluginMapper
+
     if found & set(Target.__mro__) or found & set(Sink.__mro__):
         for extra in (Sink, Target, SingerReader, PluginMapper):
             found.update(c for c in extra.__mro__ if c.__module__.startswith("singer_sdk"))
@@ -121,7 +122,8 @@ def sdk_private_attributes(classes: set[type]) -> dict[str, list[str]]:
         for name in sorted(set(vars(cls)) | self_assigned(cls)):
             if is_private(name) and not any(
                 name in vars(base) or name in self_assigned(base)
-                for base in cls.__mro__[1:] if base in classes
+                for base in cls.__mro__[1:]
+                if base in classes
             ):
                 names[name].append(owner)
     return names
@@ -161,8 +163,7 @@ def touched(package: Path = PACKAGE) -> dict[str, list[str]]:
     sdk_names = sdk_private_attributes(sdk_classes(objects))
     for path, tree in trees.items():
         for name in sorted(used_private_names(tree) & sdk_names.keys()):
-            result[f"{name} (on {', '.join(sdk_names[name])})"].append(
-                str(path.relative_to(root)))
+            result[f"{name} (on {', '.join(sdk_names[name])})"].append(str(path.relative_to(root)))
     return {name: sorted(set(where)) for name, where in sorted(result.items())}
 
 

@@ -97,8 +97,10 @@ def parse_store(value: str | None) -> StoreSpec:
     if scheme == "sqlite":
         path = _sqlite_path(url)
         if not os.path.isabs(path):
-            msg = (f"rate_limit_store {redact(url)!r} needs an absolute path, as in "
-                   "sqlite:///var/lib/target-databox/budget.sqlite")
+            msg = (
+                f"rate_limit_store {redact(url)!r} needs an absolute path, as in "
+                "sqlite:///var/lib/target-databox/budget.sqlite"
+            )
             raise ConfigurationError(msg)
         return StoreSpec("sqlite", url)
     if scheme in ("redis", "rediss"):
@@ -106,14 +108,16 @@ def parse_store(value: str | None) -> StoreSpec:
             msg = f"rate_limit_store {redact(url)!r} names no host: use redis://HOST:PORT/DB"
             raise ConfigurationError(msg)
         return StoreSpec("redis", url)
-    msg = (f"rate_limit_store {redact(url)!r} is not supported: use memory, "
-           "sqlite:///ABSOLUTE/PATH or redis://HOST:PORT/DB (rediss:// for TLS)")
+    msg = (
+        f"rate_limit_store {redact(url)!r} is not supported: use memory, "
+        "sqlite:///ABSOLUTE/PATH or redis://HOST:PORT/DB (rediss:// for TLS)"
+    )
     raise ConfigurationError(msg)
 
 
 def _sqlite_path(url: str) -> str:
     # sqlite:///abs/path → "/abs/path" (the SQLAlchemy convention: three slashes, then the path)
-    return unquote(url[len("sqlite://"):]) if url.startswith("sqlite://") else ""
+    return unquote(url[len("sqlite://") :]) if url.startswith("sqlite://") else ""
 
 
 class SharedBucket:
@@ -175,10 +179,15 @@ def open_shared_bucket(spec: StoreSpec, rates: list[Rate], api_key: str) -> Shar
         raise
     except _OPEN_ERRORS as exc:
         reason = _scrub(f"{type(exc).__name__}: {exc}", spec.url)
-        fix = ("check that the server runs and the URL" if spec.kind == "redis"
-               else "check the path and its permissions")
-        msg = (f"rate_limit_store {spec.shown} cannot be used ({reason}); {fix}, or set it to "
-               "memory to keep the budget in this run alone")
+        fix = (
+            "check that the server runs and the URL"
+            if spec.kind == "redis"
+            else "check the path and its permissions"
+        )
+        msg = (
+            f"rate_limit_store {spec.shown} cannot be used ({reason}); {fix}, or set it to "
+            "memory to keep the budget in this run alone"
+        )
         raise ConfigurationError(msg) from None
     raise AssertionError(spec.kind)  # pragma: no cover
 
@@ -192,8 +201,13 @@ def _open_sqlite(spec: StoreSpec, rates: list[Rate], table: str) -> SharedBucket
     bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=path, use_file_lock=True)
     bucket.count()  # fails here, not mid-run, on a file that is not a database
     file_lock = bucket.lock  # a FileLock, re-entrant: put() takes it again inside
-    return SharedBucket(bucket, spec.shown, lambda: time.time_ns() // 1_000_000, url=spec.url,
-                        lock=lambda: t.cast("AbstractContextManager[Any]", file_lock))
+    return SharedBucket(
+        bucket,
+        spec.shown,
+        lambda: time.time_ns() // 1_000_000,
+        url=spec.url,
+        lock=lambda: t.cast("AbstractContextManager[Any]", file_lock),
+    )
 
 
 def _open_redis(spec: StoreSpec, rates: list[Rate], key: str) -> SharedBucket:
@@ -202,8 +216,10 @@ def _open_redis(spec: StoreSpec, rates: list[Rate], key: str) -> SharedBucket:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
     except ImportError:
-        msg = (f"rate_limit_store {spec.shown} needs the redis client: "
-               "pip install 'target-databox-ingestion[redis]'")
+        msg = (
+            f"rate_limit_store {spec.shown} needs the redis client: "
+            "pip install 'target-databox-ingestion[redis]'"
+        )
         raise ConfigurationError(msg) from None
     from pyrate_limiter import RedisBucket
 
@@ -222,11 +238,14 @@ def _open_redis(spec: StoreSpec, rates: list[Rate], key: str) -> SharedBucket:
     bucket = RedisBucket.init(rates, client, key)
     assert isinstance(bucket, RedisBucket)  # a synchronous client gives a synchronous bucket
     return SharedBucket(
-        bucket, spec.shown, now_ms,
+        bucket,
+        spec.shown,
+        now_ms,
         on_leak=lambda: client.pexpire(key, REDIS_EXPIRY_MS),
         url=spec.url,
-        lock=lambda: client.lock(f"{key}:lock", timeout=REDIS_TIMEOUT, sleep=0.001,
-                                 blocking_timeout=REDIS_TIMEOUT),
+        lock=lambda: client.lock(
+            f"{key}:lock", timeout=REDIS_TIMEOUT, sleep=0.001, blocking_timeout=REDIS_TIMEOUT
+        ),
     )
 
 

@@ -118,8 +118,10 @@ class DataboxClient:
     ) -> None:
         self._base = check_api_url(api_url)
         if ca_bundle and not os.path.exists(ca_bundle):
-            msg = (f"ca_bundle {ca_bundle!r} does not exist; point it at a PEM file of CA "
-                   "certificates (or remove it to use REQUESTS_CA_BUNDLE or certifi's CAs)")
+            msg = (
+                f"ca_bundle {ca_bundle!r} does not exist; point it at a PEM file of CA "
+                "certificates (or remove it to use REQUESTS_CA_BUNDLE or certifi's CAs)"
+            )
             raise ConfigurationError(msg)
         self._pacer = pacer
         self._retry = retry or RetryPolicy()
@@ -133,7 +135,9 @@ class DataboxClient:
         self._senders = {flag: self._retrying(retry_ambiguous=flag) for flag in (True, False)}
         self._headers = {
             **requests.utils.default_headers(),  # Accept-Encoding, keep-alive
-            "x-api-key": api_key, "User-Agent": user_agent, "Accept": "application/json",
+            "x-api-key": api_key,
+            "User-Agent": user_agent,
+            "Accept": "application/json",
         }
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self.stats = ClientStats()
@@ -168,9 +172,9 @@ class DataboxClient:
         self._call("GET", "/v1/auth/validate-key", operation="API key check")
 
     def list_accounts(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/accounts", operation="account listing").get(
-            "accounts", []
-        ))
+        return list(
+            self._call("GET", "/v1/accounts", operation="account listing").get("accounts", [])
+        )
 
     def list_data_sources(self, account_id: int) -> list[dict[str, Any]]:
         answer = self._call(
@@ -187,16 +191,18 @@ class DataboxClient:
         if timezone:
             body["timezone"] = timezone
         if account_id is None:  # nothing to look in: plain retries
-            return self._call("POST", "/v1/data-sources", json_body=body,
-                              operation="data source creation")
+            return self._call(
+                "POST", "/v1/data-sources", json_body=body, operation="data source creation"
+            )
         return self._create(
-            "/v1/data-sources", body, "data source creation",
+            "/v1/data-sources",
+            body,
+            "data source creation",
             lambda: _titled(self.list_data_sources(account_id), title),
         )
 
     def delete_data_source(self, data_source_id: int) -> None:
-        self._call("DELETE", f"/v1/data-sources/{data_source_id}",
-                   operation="data source deletion")
+        self._call("DELETE", f"/v1/data-sources/{data_source_id}", operation="data source deletion")
 
     def list_datasets(self, data_source_id: int) -> list[dict[str, Any]]:
         answer = self._call(
@@ -209,7 +215,9 @@ class DataboxClient:
     ) -> dict[str, Any]:
         body = {"title": title, "dataSourceId": data_source_id, "primaryKeys": primary_keys}
         return self._create(
-            "/v1/datasets", body, "dataset creation",
+            "/v1/datasets",
+            body,
+            "dataset creation",
             lambda: _titled(self.list_datasets(data_source_id), title),
         )
 
@@ -282,8 +290,9 @@ class DataboxClient:
         attempt = 0
         while True:
             try:
-                return self._call("POST", path, json_body=body, operation=operation,
-                                  retry_ambiguous=False)
+                return self._call(
+                    "POST", path, json_body=body, operation=operation, retry_ambiguous=False
+                )
             except (DataboxApiError, DataboxConnectionError) as exc:
                 if not (exc.is_retryable and exc.may_have_been_applied):
                     raise
@@ -291,14 +300,17 @@ class DataboxClient:
                 if found is not None:
                     self._logger.warning(
                         "Databox %s failed (%s) but was applied; using %s",
-                        operation, exc, found.get("id"),
+                        operation,
+                        exc,
+                        found.get("id"),
                     )
                     return found
                 if time.monotonic() >= deadline:
                     raise
                 attempt += 1
-                self._logger.warning("Databox %s failed (%s) and was not applied; retrying",
-                                     operation, exc)
+                self._logger.warning(
+                    "Databox %s failed (%s) and was not applied; retrying", operation, exc
+                )
                 wait = min(self._retry.initial_wait * 2**attempt, self._retry.max_wait)
                 time.sleep(max(min(wait, deadline - time.monotonic()), 0.0))
 
@@ -318,8 +330,7 @@ class DataboxClient:
         retries: list[int] | None = None,
     ) -> dict[str, Any]:
         send = self._senders[retry_ambiguous]
-        return send(method, path, operation, json_body, data, params, is_ingestion,
-                    retries=retries)
+        return send(method, path, operation, json_body, data, params, is_ingestion, retries=retries)
 
     def _retrying(self, *, retry_ambiguous: bool) -> Callable[..., dict[str, Any]]:
         """`_send_once` wrapped in backoff's retries (transient errors, by their flags)."""
@@ -395,8 +406,9 @@ class DataboxClient:
             )
         except requests.exceptions.RequestException as exc:
             raise self._transport_error(exc, operation) from None
-        return self._decode(_Answer(response.status_code, response.headers, response.content),
-                            operation)
+        return self._decode(
+            _Answer(response.status_code, response.headers, response.content), operation
+        )
 
     def _transport_error(
         self, exc: requests.exceptions.RequestException, operation: str
@@ -409,8 +421,10 @@ class DataboxClient:
         if isinstance(exc, requests.exceptions.ProxyError):
             # Nothing reached Databox: the proxy or its tunnel failed.
             if "407" in reason:
-                msg = (f"the proxy {self.proxy} asks for authentication ({reason}); put "
-                       "user:password@ in HTTPS_PROXY")
+                msg = (
+                    f"the proxy {self.proxy} asks for authentication ({reason}); put "
+                    "user:password@ in HTTPS_PROXY"
+                )
                 return ConfigurationError(msg)
             return DataboxConnectionError(operation, reason, may_have_been_applied=False)
         if isinstance(exc, requests.exceptions.ConnectTimeout) or _caused_by(
@@ -449,7 +463,9 @@ class DataboxClient:
             if wait is not None and wait > self._retry.max_seconds:
                 self._logger.warning(
                     "Databox asked to wait %.0f s (Retry-After); waiting max_retry_seconds "
-                    "(%.0f s) at most", wait, self._retry.max_seconds,
+                    "(%.0f s) at most",
+                    wait,
+                    self._retry.max_seconds,
                 )
                 wait = self._retry.max_seconds
             self._pacer.rate_limited(wait)
@@ -467,9 +483,7 @@ class _Answer:
         return self.data.decode("utf-8", "replace")
 
 
-def _api_error(
-    operation: str, status: int, body: Any, response: _Answer
-) -> DataboxApiError:
+def _api_error(operation: str, status: int, body: Any, response: _Answer) -> DataboxApiError:
     details: list[ApiErrorDetail] = []
     request_id = None
     excerpt = None
@@ -517,8 +531,10 @@ def _session(base: str, ca_bundle: str | None, pool_size: int) -> requests.Sessi
     env = session.merge_environment_settings(base, {}, None, ca_bundle or True, None)
     verify = env["verify"]
     if isinstance(verify, str) and not os.path.exists(verify):
-        msg = (f"REQUESTS_CA_BUNDLE {verify!r} does not exist; point it at a PEM file of CA "
-               "certificates, or set ca_bundle")
+        msg = (
+            f"REQUESTS_CA_BUNDLE {verify!r} does not exist; point it at a PEM file of CA "
+            "certificates, or set ca_bundle"
+        )
         raise ConfigurationError(msg)
     session.verify = verify
     # Plain http is only allowed to this machine; through a proxy it would leave it.

@@ -17,9 +17,7 @@ from target_databox.records import datelike_kind
 ANY = "any"
 
 
-def column_kinds(
-    schema: Mapping[str, Any], *, max_depth: int, separator: str
-) -> dict[str, str]:
+def column_kinds(schema: Mapping[str, Any], *, max_depth: int, separator: str) -> dict[str, str]:
     """Column name → 'string' | 'number' | 'boolean' | 'datetime' | 'array' | ANY."""
     kinds: dict[str, str] = {}
     _collect(schema.get("properties") or {}, "", 0, max_depth, separator, kinds)
@@ -52,8 +50,9 @@ def _collect(
         types = _types(prop)
         if types == {"object"} and isinstance(prop.get("properties"), Mapping):
             if depth < max_depth:
-                _collect(prop["properties"], column + separator, depth + 1, max_depth,
-                         separator, out)
+                _collect(
+                    prop["properties"], column + separator, depth + 1, max_depth, separator, out
+                )
             else:
                 out[column] = "string"  # sent as JSON text
             continue

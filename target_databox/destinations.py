@@ -122,7 +122,8 @@ class DestinationResolver:
             if len(matches) > 1:
                 self._logger.warning(
                     "Several data sources are titled %r; using the oldest, id %s",
-                    self._data_source_name, source.get("id"),
+                    self._data_source_name,
+                    source.get("id"),
                 )
             self._logger.info("Using data source %s (%r)", source.get("id"), source.get("title"))
             return source
@@ -133,7 +134,9 @@ class DestinationResolver:
         )
         self._logger.info(
             "Created data source %s (%r, timezone %s)",
-            source.get("id"), self._data_source_name, self._timezone,
+            source.get("id"),
+            self._data_source_name,
+            self._timezone,
         )
         return source
 
@@ -161,12 +164,17 @@ class DestinationResolver:
             else:
                 created, verb = False, "using existing dataset"
             handle = DatasetHandle(
-                id=str(existing["id"]), title=title,
-                primary_keys=primary_keys or None, created=created,
+                id=str(existing["id"]),
+                title=title,
+                primary_keys=primary_keys or None,
+                created=created,
             )
             self._logger.info(
                 "Stream '%s': %s %s (primary keys %s)",
-                title, verb, handle.id, primary_keys or "none",
+                title,
+                verb,
+                handle.id,
+                primary_keys or "none",
             )
             self._datasets[title] = handle
             return handle
@@ -202,13 +210,10 @@ class DestinationResolver:
         return self._existing
 
 
-def _key_change_message(
-    title: str, old: list[str] | None, new: list[str] | None
-) -> str:
+def _key_change_message(title: str, old: list[str] | None, new: list[str] | None) -> str:
     return (
         f"Stream '{title}': key properties changed from {old or []} to {new or []} mid-run, "
         "but a Databox dataset's primary keys are fixed at creation; load the new schema "
         "into a new dataset by aliasing the stream with a stream map "
         f'(e.g. stream_maps: {{"{title}": {{"__alias__": "{title}_v2"}}}})'
     )
-

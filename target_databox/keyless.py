@@ -73,8 +73,9 @@ class OriginalFinder:
         """The dataset's recent ingestions (before this run's first keyless request)."""
         return set(self._recent(dataset))
 
-    def find(self, dataset: DatasetHandle, count: int, window: SendWindow,
-             deadline: float) -> str | None:
+    def find(
+        self, dataset: DatasetHandle, count: int, window: SendWindow, deadline: float
+    ) -> str | None:
         """The request's ingestion id, or None if it did not appear in time.
 
         Looks until `keyless_resend_wait_seconds` have passed (or `deadline`, the
@@ -86,11 +87,13 @@ class OriginalFinder:
         details: dict[str, int | None] = {}
         while True:
             unexplained = {
-                ident: stamp for ident, stamp in self._recent(dataset).items()
+                ident: stamp
+                for ident, stamp in self._recent(dataset).items()
                 if ident not in dataset.known_ingestions
             }
-            suspects = [i for i, stamp in unexplained.items()
-                        if stamp is None or window.contains(stamp)]
+            suspects = [
+                i for i, stamp in unexplained.items() if stamp is None or window.contains(stamp)
+            ]
             if len(suspects) > 1:
                 msg = (
                     f"Dataset '{dataset.title}': a request of {count} records failed in a way "

@@ -74,7 +74,10 @@ class AdaptivePace:
                 "Databox answered 429 although the request budget had room: another client "
                 "is using this API key. This run was sending %.1f requests/s (limit %g/s); "
                 "lowering its pace to %.1f requests/s, then raising it by %.2f/s each second",
-                seen, self._limit, self._rate, self._step,
+                seen,
+                self._limit,
+                self._rate,
+                self._step,
             )
         else:
             self._logger.debug("429 again: pace lowered to %.1f requests/s", self._rate)

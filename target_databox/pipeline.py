@@ -78,8 +78,10 @@ class Batch:
     def key_values(self, body: RequestBody, index: int) -> dict[str, Any] | None:
         """The primary-key values of row `index` of `body` (None without keys)."""
         names = self.dataset.primary_keys
-        if not names or body.keys is None or not (
-            isinstance(index, int) and 0 <= index < len(body.keys)
+        if (
+            not names
+            or body.keys is None
+            or not (isinstance(index, int) and 0 <= index < len(body.keys))
         ):
             return None
         return dict(zip(names, body.keys[index], strict=False))
@@ -307,8 +309,9 @@ class IngestionPipeline:
 
     def _wait_for_room(self, size: int) -> None:
         self._wait(
-            lambda: self._in_flight > 0
-            and self._unverified_bytes + size > self._max_unverified_bytes
+            lambda: (
+                self._in_flight > 0 and self._unverified_bytes + size > self._max_unverified_bytes
+            )
         )
 
     def _wait_for_batches(self) -> None:
@@ -377,7 +380,9 @@ class IngestionPipeline:
     def _track(self, batch: Batch, body: RequestBody, accepted: AcceptedIngestion) -> None:
         self._logger.debug(
             "Stream '%s': ingestion %s accepted (%d records)",
-            batch.stream, accepted.ingestion_id, body.count,
+            batch.stream,
+            accepted.ingestion_id,
+            body.count,
         )
         with batch.lock:
             batch.ingestion_ids.append(accepted.ingestion_id)
@@ -431,7 +436,10 @@ class IngestionPipeline:
                 if found is not None:
                     self._logger.warning(
                         "Dataset '%s': request failed (%s) but Databox did accept it as "
-                        "ingestion %s; not resending", dataset.title, exc, found,
+                        "ingestion %s; not resending",
+                        dataset.title,
+                        exc,
+                        found,
                     )
                     dataset.known_ingestions.add(found)
                     return AcceptedIngestion(found, None)
@@ -441,7 +449,10 @@ class IngestionPipeline:
                     "Dataset '%s': request failed (%s) and its ingestion did not appear; "
                     "resending (attempt %d). At least once: should Databox apply the first "
                     "request after all, its %d rows are in this keyless dataset twice",
-                    dataset.title, exc, attempt + 1, body.count,
+                    dataset.title,
+                    exc,
+                    attempt + 1,
+                    body.count,
                 )
                 wait = min(policy.initial_wait * 2**attempt, policy.max_wait)
                 time.sleep(max(min(wait, deadline - time.monotonic()), 0.0))
@@ -482,16 +493,22 @@ class IngestionPipeline:
             ids = batch.ingestion_ids
             self._logger.info(
                 "Stream '%s': records %d-%d verified in Databox (%d ingestions: %s)",
-                batch.stream, batch.start + 1, batch.end, len(ids),
+                batch.stream,
+                batch.start + 1,
+                batch.end,
+                len(ids),
                 ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} ... {ids[-1]}",
             )
             try:
                 self._tracker.settle(batch.lane, batch.start, batch.end)
             except BaseException as exc:  # e.g. the rejected-records file cannot be synced
-                self.fail(exc, (
-                    f"Releasing STATE after records {batch.start + 1}-{batch.end} of stream "
-                    f"'{batch.stream}' were verified"
-                ))
+                self.fail(
+                    exc,
+                    (
+                        f"Releasing STATE after records {batch.start + 1}-{batch.end} of stream "
+                        f"'{batch.stream}' were verified"
+                    ),
+                )
                 return
         with self._cond:
             if done:
@@ -515,12 +532,15 @@ class IngestionPipeline:
         if self._on_rejected is not None:
             self._on_rejected(batch, body, ingestion_id, outcome)
             return
-        first = "; ".join(
-            f"{batch.describe_row(self._tracker, body, e.get('recordIndex'))}: "
-            f"{e.get('field')}: "
-            f"{e.get('message')}"
-            for e in outcome.errors[:3]
-        ) or "no error details given"
+        first = (
+            "; ".join(
+                f"{batch.describe_row(self._tracker, body, e.get('recordIndex'))}: "
+                f"{e.get('field')}: "
+                f"{e.get('message')}"
+                for e in outcome.errors[:3]
+            )
+            or "no error details given"
+        )
         msg = (
             f"Stream '{batch.stream}': Databox rejected {outcome.rejected} of {body.count} "
             f"records in {where}: {first}. Fix the data (or set rejected_records_path to "

@@ -57,9 +57,7 @@ class RunReporter:
 
     def start(self) -> None:
         if self._interval > 0:
-            self._thread = threading.Thread(
-                target=self._loop, name="databox-progress", daemon=True
-            )
+            self._thread = threading.Thread(target=self._loop, name="databox-progress", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -96,7 +94,10 @@ class RunReporter:
             sum(s.records_sent for s in stats),
             sum(s.records_verified for s in stats),
             sum(s.rejected for s in stats),
-            used, max(self._hourly_limit - used, 0), self._hourly_limit, rate,
+            used,
+            max(self._hourly_limit - used, 0),
+            self._hourly_limit,
+            rate,
         )
 
     def log_summary(self, *, succeeded: bool) -> None:
@@ -105,7 +106,9 @@ class RunReporter:
         outcome = "finished" if succeeded else "stopped by a failure"
         self._logger.info(
             "Run %s after %.1f s; %d STATE messages emitted",
-            outcome, time.monotonic() - self._started, self._tracker.released,
+            outcome,
+            time.monotonic() - self._started,
+            self._tracker.released,
         )
         metrics_logger = metrics.get_metrics_logger()
         for stream in sorted(set(read) | set(self._pipeline.stats)):
@@ -115,9 +118,16 @@ class RunReporter:
                 "Summary for stream '%s' → dataset '%s' (%s): %d records read, %d sent in "
                 "%d requests, %d verified, %d rejected, "
                 "%d retries, %d duplicates merged, %.1f s",
-                stream, s.dataset_title or stream, s.dataset_id or "not created",
-                read.get(stream, 0), s.records_sent, s.requests, s.records_verified,
-                s.rejected, s.retries, s.duplicates_merged,
+                stream,
+                s.dataset_title or stream,
+                s.dataset_id or "not created",
+                read.get(stream, 0),
+                s.records_sent,
+                s.requests,
+                s.records_verified,
+                s.rejected,
+                s.retries,
+                s.duplicates_merged,
                 max(ended - s.started_at, 0.0),
             )
             for metric, value in (
@@ -129,7 +139,9 @@ class RunReporter:
                 (DataboxMetric.RETRIES, s.retries),
             ):
                 point = metrics.Point(
-                    "counter", metric, value,  # type: ignore[arg-type]
+                    "counter",
+                    metric,  # type: ignore[arg-type]
+                    value,
                     tags={"stream": stream, "dataset_id": s.dataset_id},
                 )
                 metrics.log(metrics_logger, point)

@@ -191,7 +191,8 @@ class RequestPacer:
                 "Rate limit store %s is unreachable (%s): carrying on with this run's own "
                 "pacing (at most %s); other runs on this key are no longer counted, so "
                 "Databox may answer 429 (retried, nothing is lost)",
-                self._shared.shown, self._shared.describe(exc),
+                self._shared.shown,
+                self._shared.describe(exc),
                 " and ".join(f"{r.limit}/{r.interval / 1000:.0f}s" for r in self._rates),
             )
             self._shared.close()

@@ -233,19 +233,25 @@ class DataboxReader(MsgSpecReader):
         where = "I" + self._where(message)[1:]
         text = " ".join(str(exc).split())
         if isinstance(exc, MissingKeyPropertiesError):
-            return (f"{where}: {text}; every record must carry its stream's key properties "
-                    "(fix the tap, or change key_properties with a stream map)")
+            return (
+                f"{where}: {text}; every record must carry its stream's key properties "
+                "(fix the tap, or change key_properties with a stream map)"
+            )
         if isinstance(exc, RecordsWithoutSchemaException):
-            return (f"{where}: a record arrived before its stream's SCHEMA; the tap must send "
-                    "the SCHEMA message first")
+            return (
+                f"{where}: a record arrived before its stream's SCHEMA; the tap must send "
+                "the SCHEMA message first"
+            )
         schema = message.get("schema") if isinstance(message, dict) else None
         if (
             isinstance(message, dict)
             and message.get("type") == "SCHEMA"
             and not (isinstance(schema, dict) and schema.get("properties"))
         ):
-            return (f"{where}: the schema has no 'properties'; the tap must describe the "
-                    "stream's fields")
+            return (
+                f"{where}: the schema has no 'properties'; the tap must describe the "
+                "stream's fields"
+            )
         return f"{where}: {text}"
 
     def deserialize_json(self, line: t.Any) -> dict[str, t.Any]:
@@ -284,7 +290,8 @@ class DataboxReader(MsgSpecReader):
             logger.warning(
                 "Ignoring message type %r (first seen on input line %d): not a Singer "
                 "message this target knows",
-                kind, self.line_number,
+                kind,
+                self.line_number,
             )
 
 

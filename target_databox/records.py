@@ -133,7 +133,9 @@ class FieldNamer:
         if fixed != name:
             self._logger.warning(
                 "Stream '%s': field name %r is not valid in Databox; sending it as %r",
-                self._stream, name, fixed,
+                self._stream,
+                name,
+                fixed,
             )
         self._names[name] = fixed
         return fixed

@@ -53,34 +53,42 @@ class RejectedRecordsFile:
         for index, errors in sorted(by_index.items()):
             first = errors[0]
             where = locate(index) if locate is not None else {}
-            lines.append(encode_json({
-                "stream": stream,
-                "record_number": where.get("record_number"),
-                "input_line": where.get("input_line"),
-                "input_lines": where.get("input_lines"),
-                "key": where.get("key"),
-                "dataset_id": dataset_id,
-                "ingestion_id": ingestion_id,
-                "record_index": index,
-                "record": records[index],
-                "field": first.get("field"),
-                "code": first.get("code"),
-                "message": "; ".join(str(e.get("message")) for e in errors),
-            }))
+            lines.append(
+                encode_json(
+                    {
+                        "stream": stream,
+                        "record_number": where.get("record_number"),
+                        "input_line": where.get("input_line"),
+                        "input_lines": where.get("input_lines"),
+                        "key": where.get("key"),
+                        "dataset_id": dataset_id,
+                        "ingestion_id": ingestion_id,
+                        "record_index": index,
+                        "record": records[index],
+                        "field": first.get("field"),
+                        "code": first.get("code"),
+                        "message": "; ".join(str(e.get("message")) for e in errors),
+                    }
+                )
+            )
         missing = outcome.rejected - len(by_index)
         if missing > 0:
             # Databox counted rejections it did not itemize: keep the whole body, flagged.
-            lines.append(encode_json({
-                "stream": stream,
-                "dataset_id": dataset_id,
-                "ingestion_id": ingestion_id,
-                "record_index": None,
-                "records": records,
-                "field": None,
-                "code": "unitemized_rejections",
-                "message": f"{missing} rejected records were not itemized by Databox; "
-                           "this line holds the whole request",
-            }))
+            lines.append(
+                encode_json(
+                    {
+                        "stream": stream,
+                        "dataset_id": dataset_id,
+                        "ingestion_id": ingestion_id,
+                        "record_index": None,
+                        "records": records,
+                        "field": None,
+                        "code": "unitemized_rejections",
+                        "message": f"{missing} rejected records were not itemized by Databox; "
+                        "this line holds the whole request",
+                    }
+                )
+            )
         with self._lock:
             if self._file is None:
                 self._file = self._open()
@@ -97,11 +105,15 @@ class RejectedRecordsFile:
             fd = os.open(self.path, flags, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                msg = (f"rejected_records_path {str(self.path)!r} is a symbolic link, which is "
-                       "never followed; point it at a regular file")
+                msg = (
+                    f"rejected_records_path {str(self.path)!r} is a symbolic link, which is "
+                    "never followed; point it at a regular file"
+                )
             else:
-                msg = (f"rejected_records_path {str(self.path)!r} cannot be written "
-                       f"({exc.strerror}); point it at a writable file")
+                msg = (
+                    f"rejected_records_path {str(self.path)!r} cannot be written "
+                    f"({exc.strerror}); point it at a writable file"
+                )
             raise ConfigurationError(msg) from None
         return os.fdopen(fd, "ab")
 

@@ -46,10 +46,13 @@ class Runtime:
         self.null_items_noted: set[tuple[str, str]] = set()
         store = parse_store(settings.rate_limit_store)
         self.pacer = RequestPacer(
-            settings.max_requests_per_second, settings.max_requests_per_hour, logger=logger,
+            settings.max_requests_per_second,
+            settings.max_requests_per_hour,
+            logger=logger,
             shared=(
                 (lambda rates: open_shared_bucket(store, rates, api_key))
-                if store.kind != MEMORY else None
+                if store.kind != MEMORY
+                else None
             ),
         )
         if self.pacer.shared_store:
@@ -135,13 +138,15 @@ class Runtime:
                 "re-run without table versions, or an incremental bookmark compared with "
                 ">=, which re-reads the last row) are duplicated; set load_method: overwrite "
                 "to replace the dataset on each run, or give the stream key properties",
-                dataset.title, dataset.id,
+                dataset.title,
+                dataset.id,
             )
 
     def _on_rejected(
         self, batch: Batch, body: RequestBody, ingestion_id: str, outcome: Outcome
     ) -> None:
         assert self.rejects is not None
+
         def locate(index: int) -> dict[str, Any]:
             lines = batch.input_lines(self.tracker, body, index)
             return {
@@ -163,8 +168,7 @@ class Runtime:
                 try:
                     self.pipeline.wait_all()
                 except Exception:  # the original error is the one to report
-                    self.logger.debug(
-                        "Verification of in-flight requests failed", exc_info=True)
+                    self.logger.debug("Verification of in-flight requests failed", exc_info=True)
         finally:  # a second Ctrl-C while waiting still fails closed
             self.pipeline.abort(exc)
             self.reporter.stop()

@@ -64,8 +64,11 @@ PRIVATE_NAMES: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("singer_sdk.helpers", "_batch", None),
     ("singer_sdk.plugin_base.PluginBase", "_config", None),
     ("singer_sdk.sinks.core.Sink", "_config", None),
-    ("singer_sdk.sinks.core.Sink", "_parse_timestamps_in_record",
-     ("self", "record", "schema", "treatment")),
+    (
+        "singer_sdk.sinks.core.Sink",
+        "_parse_timestamps_in_record",
+        ("self", "record", "schema", "treatment"),
+    ),
     ("singer_sdk.plugin_base.PluginBase", "_env_var_config", None),
 )
 
@@ -93,7 +96,9 @@ class BoundarySink(BatchSink):
 
     @override
     def _parse_timestamps_in_record(
-        self, record: dict[str, t.Any], schema: dict[str, t.Any],
+        self,
+        record: dict[str, t.Any],
+        schema: dict[str, t.Any],
         treatment: DatetimeErrorTreatmentEnum,
     ) -> None:
         """Date-times stay strings: RowShaper checks and normalizes them in one pass."""

@@ -88,10 +88,15 @@ def setting(
 ) -> t.Any:
     """Declare one setting (used as a `Settings` field's default)."""
     declaration = Declaration(
-        description=description, default=default, required=required, minimum=minimum,
-        maximum=maximum, exclusive_minimum=exclusive_minimum,
+        description=description,
+        default=default,
+        required=required,
+        minimum=minimum,
+        maximum=maximum,
+        exclusive_minimum=exclusive_minimum,
         allowed_values=tuple(allowed_values) if allowed_values is not None else None,
-        key=key, in_schema=in_schema,
+        key=key,
+        in_schema=in_schema,
     )
     return dataclasses.field(default=default, metadata={"setting": declaration})
 
@@ -100,96 +105,136 @@ def setting(
 class Settings:
     """The validated config, typed, with defaults; secrets are `Secret`s (masked in reprs)."""
 
-    api_key: Secret = setting(
-        None, "Databox API key, sent as the x-api-key header.", required=True)
+    api_key: Secret = setting(None, "Databox API key, sent as the x-api-key header.", required=True)
     api_url: str = setting(
         DEFAULT_API_URL,
         "Base URL of the Databox API (the emulator's URL for offline runs). "
-        "Plain http is only accepted for loopback hosts.")
+        "Plain http is only accepted for loopback hosts.",
+    )
     account_id: int | None = setting(
-        None, "Account to load into. If unset and the key sees exactly one "
-              "account, that one is used.")
+        None,
+        "Account to load into. If unset and the key sees exactly one account, that one is used.",
+    )
     data_source_id: int | None = setting(None, "Use this existing data source.")
     data_source_name: str = setting(
-        "Singer", "Otherwise: the data source with this title, created if missing.")
+        "Singer", "Otherwise: the data source with this title, created if missing."
+    )
     timezone: str = setting("UTC", "IANA timezone of a newly created data source.")
     max_records_per_request: int = setting(
-        100, "Records per ingestion request.", minimum=1, maximum=1000)
+        100, "Records per ingestion request.", minimum=1, maximum=1000
+    )
     max_request_bytes: int = setting(
-        1_000_000, "Maximum size of one request body (serialized JSON, bytes).", minimum=1024)
+        1_000_000, "Maximum size of one request body (serialized JSON, bytes).", minimum=1024
+    )
     max_requests_per_second: float = setting(
-        10, "Client-side limit on all requests to Databox, per second.", exclusive_minimum=0)
+        10, "Client-side limit on all requests to Databox, per second.", exclusive_minimum=0
+    )
     max_requests_per_hour: int = setting(
-        10_000, "Client-side limit on all requests to Databox, per hour.", minimum=1)
+        10_000, "Client-side limit on all requests to Databox, per hour.", minimum=1
+    )
     rate_limit_store: str = setting(
-        "memory", "Where the API key's request budget is counted: memory (this "
-                  "run alone), sqlite:///ABSOLUTE/PATH (runs on one machine) or "
-                  "redis://HOST:PORT/DB, rediss:// for TLS (runs on several "
-                  "machines; pip install 'target-databox-ingestion[redis]'). Runs sharing "
-                  "a key and a store share max_requests_per_second/_per_hour.")
+        "memory",
+        "Where the API key's request budget is counted: memory (this "
+        "run alone), sqlite:///ABSOLUTE/PATH (runs on one machine) or "
+        "redis://HOST:PORT/DB, rediss:// for TLS (runs on several "
+        "machines; pip install 'target-databox-ingestion[redis]'). Runs sharing "
+        "a key and a store share max_requests_per_second/_per_hour.",
+    )
     verify_ingestions: bool = setting(
-        True, "Wait for each ingestion's outcome before releasing STATE.")
+        True, "Wait for each ingestion's outcome before releasing STATE."
+    )
     trust_ingestion_list_status: bool = setting(
-        False, "Settle an ingestion on a plain success word in the dataset's "
-               "ingestion list, without reading its counts (fewer requests). "
-               "Only for an account whose list is known to report rejections: "
-               "where it says success for an ingestion with rejected records, "
-               "those records are lost unnoticed. `target-databox --doctor` "
-               "tells; by default every ingestion is settled from its counts.")
+        False,
+        "Settle an ingestion on a plain success word in the dataset's "
+        "ingestion list, without reading its counts (fewer requests). "
+        "Only for an account whose list is known to report rejections: "
+        "where it says success for an ingestion with rejected records, "
+        "those records are lost unnoticed. `target-databox --doctor` "
+        "tells; by default every ingestion is settled from its counts.",
+    )
     ingestion_timeout_seconds: float = setting(
-        600, "Give up waiting for one ingestion's outcome after this long "
-             "(the run then fails, naming the ingestion).", exclusive_minimum=0)
+        600,
+        "Give up waiting for one ingestion's outcome after this long "
+        "(the run then fails, naming the ingestion).",
+        exclusive_minimum=0,
+    )
     max_retry_seconds: float = setting(
-        300, "Total time to keep retrying one request after 429, 5xx or "
-             "connection errors.", minimum=0)
+        300,
+        "Total time to keep retrying one request after 429, 5xx or connection errors.",
+        minimum=0,
+    )
     keyless_resend_wait_seconds: float = setting(
-        30, "After a request to a dataset without key properties fails in a "
-            "way that may have been applied (5xx, dropped connection), look "
-            "for its ingestion this long before resending it (a resend of an "
-            "applied request duplicates its rows).", minimum=0)
+        30,
+        "After a request to a dataset without key properties fails in a "
+        "way that may have been applied (5xx, dropped connection), look "
+        "for its ingestion this long before resending it (a resend of an "
+        "applied request duplicates its rows).",
+        minimum=0,
+    )
     max_parallel_requests: int = setting(
-        4, "Ingestion requests in flight at once (all streams).", minimum=1, maximum=32)
+        4, "Ingestion requests in flight at once (all streams).", minimum=1, maximum=32
+    )
     max_unverified_batches: int = setting(
-        10, "Drained batches that may await verification while input is "
-            "still read; 0 makes each drain wait for its verification "
-            "(a checkpoint per batch, slower).", minimum=0)
+        10,
+        "Drained batches that may await verification while input is "
+        "still read; 0 makes each drain wait for its verification "
+        "(a checkpoint per batch, slower).",
+        minimum=0,
+    )
     rejected_records_path: str | None = setting(
-        None, "If set, records Databox rejects are appended to this JSON-lines "
-              "file and the run continues; otherwise a rejection fails the run.")
+        None,
+        "If set, records Databox rejects are appended to this JSON-lines "
+        "file and the run continues; otherwise a rejection fails the run.",
+    )
     ca_bundle: str | None = setting(
-        None, "Path to a CA bundle for TLS verification (verification is "
-              "always on).")
+        None, "Path to a CA bundle for TLS verification (verification is always on)."
+    )
     progress_interval_seconds: float = setting(
-        30, "Log a progress line (records read, sent, verified, rejected; "
-            "request budget and rate) this often; 0 turns it off.", minimum=0)
+        30,
+        "Log a progress line (records read, sent, verified, rejected; "
+        "request budget and rate) this often; 0 turns it off.",
+        minimum=0,
+    )
     load_method: str = setting(
-        "append-only", "append-only and upsert add rows (with key properties a re-sent "
-                       "key overwrites its row); overwrite purges each stream's dataset "
-                       "once per run, right before the run's first rows for it.",
-        allowed_values=["append-only", "upsert", "overwrite"])
+        "append-only",
+        "append-only and upsert add rows (with key properties a re-sent "
+        "key overwrites its row); overwrite purges each stream's dataset "
+        "once per run, right before the run's first rows for it.",
+        allowed_values=["append-only", "upsert", "overwrite"],
+    )
     allow_column_type_changes: bool = setting(
-        False, "Send a property whose JSON-schema type changed incompatibly "
-               "mid-run anyway (Databox rejects values that do not match a "
-               "column's first type); by default the run fails early.")
+        False,
+        "Send a property whose JSON-schema type changed incompatibly "
+        "mid-run anyway (Databox rejects values that do not match a "
+        "column's first type); by default the run fails early.",
+    )
     flatten: bool = setting(
-        True, "Flatten nested objects into parent__child columns (Databox "
-              "rejects nested objects).", key="flattening_enabled")
+        True,
+        "Flatten nested objects into parent__child columns (Databox rejects nested objects).",
+        key="flattening_enabled",
+    )
     flatten_max_depth: int = setting(
-        10, "Nesting levels to flatten; deeper objects are sent as JSON text.", minimum=0,
-        key="flattening_max_depth")
+        10,
+        "Nesting levels to flatten; deeper objects are sent as JSON text.",
+        minimum=0,
+        key="flattening_max_depth",
+    )
     flatten_separator: str = setting(
-        "__", "The SDK's flattening_separator.", key="flattening_separator", in_schema=False)
+        "__", "The SDK's flattening_separator.", key="flattening_separator", in_schema=False
+    )
     flatten_max_key_length: int = setting(
-        128, "The SDK's flattening_max_key_length.", minimum=1,
-        key="flattening_max_key_length", in_schema=False)
+        128,
+        "The SDK's flattening_max_key_length.",
+        minimum=1,
+        key="flattening_max_key_length",
+        in_schema=False,
+    )
 
     @classmethod
     def from_config(cls, config: Mapping[str, t.Any]) -> Settings:
         """Typed settings from a config dict: defaults for unset (or null) values, each value
         checked against its declaration (ConfigurationError, one line, otherwise)."""
-        values = {
-            spec.field: _parse(spec, config.get(spec.key)) for spec in DECLARED
-        }
+        values = {spec.field: _parse(spec, config.get(spec.key)) for spec in DECLARED}
         return cls(**values)
 
 
@@ -212,10 +257,15 @@ def _specs() -> tuple[_Spec, ...]:
         declaration = f.metadata["setting"]
         args = t.get_args(hints[f.name])
         kinds = [a for a in args if a is not type(None)] if args else [hints[f.name]]
-        specs.append(_Spec(
-            field=f.name, key=declaration.key or f.name, kind=kinds[0],
-            optional=type(None) in args, declaration=declaration,
-        ))
+        specs.append(
+            _Spec(
+                field=f.name,
+                key=declaration.key or f.name,
+                kind=kinds[0],
+                optional=type(None) in args,
+                declaration=declaration,
+            )
+        )
     return tuple(specs)
 
 
@@ -223,22 +273,39 @@ def _specs() -> tuple[_Spec, ...]:
 DECLARED = _specs()
 
 _SCHEMA_TYPES: dict[type, type[th.JSONTypeHelper[t.Any]]] = {
-    str: th.StringType, Secret: th.StringType, int: th.IntegerType,
-    float: th.NumberType, bool: th.BooleanType,
+    str: th.StringType,
+    Secret: th.StringType,
+    int: th.IntegerType,
+    float: th.NumberType,
+    bool: th.BooleanType,
 }
-_TYPE_WORDS = {str: "a string", Secret: "a string", int: "an integer", float: "a number",
-               bool: "true or false"}
+_TYPE_WORDS = {
+    str: "a string",
+    Secret: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+}
 
 
 def _property(spec: _Spec) -> th.Property[t.Any]:
     d = spec.declaration
-    limits = {name: value for name, value in (
-        ("minimum", d.minimum), ("maximum", d.maximum), ("exclusive_minimum", d.exclusive_minimum),
-    ) if value is not None}
+    limits = {
+        name: value
+        for name, value in (
+            ("minimum", d.minimum),
+            ("maximum", d.maximum),
+            ("exclusive_minimum", d.exclusive_minimum),
+        )
+        if value is not None
+    }
     helper: t.Any = _SCHEMA_TYPES[spec.kind]
     return th.Property(
-        spec.key, helper(**limits) if limits else helper,
-        required=d.required, default=d.default, description=d.description,
+        spec.key,
+        helper(**limits) if limits else helper,
+        required=d.required,
+        default=d.default,
+        description=d.description,
         secret=spec.kind is Secret,
         allowed_values=list(d.allowed_values) if d.allowed_values else None,
     )

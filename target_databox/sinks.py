@@ -31,10 +31,17 @@ if t.TYPE_CHECKING:
 
 
 #: Record metadata columns the SDK strips when `add_record_metadata` is off.
-_SDC_COLUMNS = frozenset({
-    "_sdc_extracted_at", "_sdc_received_at", "_sdc_batched_at", "_sdc_deleted_at",
-    "_sdc_sequence", "_sdc_table_version", "_sdc_sync_started_at",
-})
+_SDC_COLUMNS = frozenset(
+    {
+        "_sdc_extracted_at",
+        "_sdc_received_at",
+        "_sdc_batched_at",
+        "_sdc_deleted_at",
+        "_sdc_sequence",
+        "_sdc_table_version",
+        "_sdc_sync_started_at",
+    }
+)
 
 
 class CompiledValidator(BaseJSONSchemaValidator):
@@ -249,12 +256,17 @@ class DataboxSink(BoundarySink):
         def fallback(reason: str) -> None:
             self.logger.warning(
                 "Stream '%s': multipleOf is not checked (the exact check could not be "
-                "compiled: %s)", self.stream_name, reason,
+                "compiled: %s)",
+                self.stream_name,
+                reason,
             )
 
         self.validator = ReportingValidator(
-            self.schema, self._invalid_record, self._validator_failed,
-            on_fallback=fallback, on_null_item=self._null_item_accepted,
+            self.schema,
+            self._invalid_record,
+            self._validator_failed,
+            on_fallback=fallback,
+            on_null_item=self._null_item_accepted,
         )
         return self.validator
 
@@ -269,17 +281,18 @@ class DataboxSink(BoundarySink):
             "Stream '%s', record %d (input line %d): field '%s' has a null element, which "
             "its schema's items do not allow; accepted (Databox takes null anywhere, as SQL "
             "array columns hold NULL elements). Said once per stream and field",
-            self.stream_name, self.lane.offset + self.lane.received + 1,
-            self._target.input_line, field,
+            self.stream_name,
+            self.lane.offset + self.lane.received + 1,
+            self._target.input_line,
+            field,
         )
 
     def _where(self, ahead: int = 0) -> str:
-        """"Stream 's', record N (input line L)": N counts the stream's records (`ahead`:
+        """ "Stream 's', record N (input line L)": N counts the stream's records (`ahead`:
         records of the stream read before this one but not in the lane yet, spooled)."""
         number = self.lane.offset + self.lane.received + ahead + 1
         return (
-            f"Stream '{self.stream_name}', record {number} (input line "
-            f"{self._target.input_line})"
+            f"Stream '{self.stream_name}', record {number} (input line {self._target.input_line})"
         )
 
     def _invalid_record(self, problem: str, ahead: int = 0) -> InputError:
@@ -294,7 +307,8 @@ class DataboxSink(BoundarySink):
         number = self.lane.offset + position
         text = str(exc).replace(
             f"record {position}",
-            f"record {number} (input line {self._target.input_line})", 1,
+            f"record {number} (input line {self._target.input_line})",
+            1,
         )
         return InputError(text)
 
@@ -364,14 +378,21 @@ class DataboxSink(BoundarySink):
         bodies = list(pack(rows, keys, max_records=sizes.max_records, max_bytes=sizes.max_bytes))
         start = int(context["start"])
         batch = Batch(
-            stream=self.stream_name, lane=self.lane, start=start,
-            end=start + len(context["rows"]), dataset=self.dataset, kept=kept,
+            stream=self.stream_name,
+            lane=self.lane,
+            start=start,
+            end=start + len(context["rows"]),
+            dataset=self.dataset,
+            kept=kept,
         )
         self.runtime.before_ingestion(self.dataset)
         self.runtime.pipeline.submit(batch, bodies)
         self.logger.info(
             "Stream '%s': %d records queued in %d requests to dataset %s",
-            self.stream_name, len(rows), len(bodies), self.dataset.id,
+            self.stream_name,
+            len(rows),
+            len(bodies),
+            self.dataset.id,
         )
 
     # ACTIVATE_VERSION and BATCH --------------------------------------------------------
@@ -382,9 +403,7 @@ class DataboxSink(BoundarySink):
         reader's callbacks (TargetDatabox.handle_activate_version_message, table_versions.py)."""
 
     @override
-    def process_batch_files(
-        self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]
-    ) -> None:
+    def process_batch_files(self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]) -> None:
         """Records from BATCH files take the same path as RECORD messages: validation,
         shaping, limits, checkpoint counting, drains when full, verification."""
         for record in read_batch_files(encoding, files, self.batch_config):

@@ -145,8 +145,11 @@ class RequestSizes:
                     "most %d records and %d bytes per request. Set max_records_per_request: "
                     "%d (max_request_bytes: %d) to avoid the refused requests "
                     "(`target-databox --doctor` finds the sizes your account accepts)",
-                    self._last_refusal, self.max_records, self.max_bytes,
-                    self.max_records, self.max_bytes,
+                    self._last_refusal,
+                    self.max_records,
+                    self.max_bytes,
+                    self.max_records,
+                    self.max_bytes,
                 )
                 self._last_refusal = ""
 

@@ -139,8 +139,12 @@ class TableVersions:
         return settled
 
     def hold(
-        self, stream: str, version: int, message: dict[str, t.Any],
-        fresh: Callable[[], bool], line: int = 0,
+        self,
+        stream: str,
+        version: int,
+        message: dict[str, t.Any],
+        fresh: Callable[[], bool],
+        line: int = 0,
     ) -> bool:
         """A record whose version is not the stream's active one: True when it was
         spooled (its version may replace the dataset's rows), False to send it now."""
@@ -158,7 +162,9 @@ class TableVersions:
             self._logger.info(
                 "Stream '%s': records of table version %s arrived before its "
                 "ACTIVATE_VERSION; holding them in a local spool file until the version "
-                "is activated (it then replaces the dataset's rows)", stream, version,
+                "is activated (it then replaces the dataset's rows)",
+                stream,
+                version,
             )
         versions.spool.add(message, version, line)
         return True

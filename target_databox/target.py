@@ -185,7 +185,8 @@ class TargetDatabox(BoundaryTarget):
                 if sink.take_record(record, message_dict):
                     self.logger.info(
                         "Target sink for '%s' is full. Current size is '%s'. Draining...",
-                        sink.stream_name, sink.current_size,
+                        sink.stream_name,
+                        sink.current_size,
                     )
                     self.drain_one(sink)
                 self._records_since_age_check += 1
@@ -214,8 +215,8 @@ class TargetDatabox(BoundaryTarget):
         now = time.monotonic()
         if now - self._age_since > MAX_RECORD_AGE_SECONDS:
             self.logger.info(
-                "One or more records have exceeded the max age of %d minutes. "
-                "Draining all sinks.", MAX_RECORD_AGE_SECONDS // 60,
+                "One or more records have exceeded the max age of %d minutes. Draining all sinks.",
+                MAX_RECORD_AGE_SECONDS // 60,
             )
             self.drain_all()
             self._age_since = now
@@ -246,7 +247,8 @@ class TargetDatabox(BoundaryTarget):
                 self._versions_ignored.add(stream)
                 self.logger.warning(
                     "Stream '%s': ACTIVATE_VERSION messages are ignored "
-                    "(process_activate_version_messages is false)", stream,
+                    "(process_activate_version_messages is false)",
+                    stream,
                 )
             return
         self._apply(stream, self.versions.activate(stream, version, lambda: self._fresh(stream)))
@@ -289,7 +291,10 @@ class TargetDatabox(BoundaryTarget):
         if dropped:
             self.logger.warning(
                 "Stream '%s': %d held records of table versions older than %s were not "
-                "sent: version %s replaces them", stream, dropped, activation.version,
+                "sent: version %s replaces them",
+                stream,
+                dropped,
+                activation.version,
                 activation.version,
             )
 
@@ -323,7 +328,9 @@ class TargetDatabox(BoundaryTarget):
         self.runtime.tracker.settle(spool.lane, spool.lane.settled, spool.lane.received)
         self.logger.info(
             "Stream '%s': %d held records (%d bytes spooled) sent and verified",
-            spool.stream, spool.count, spool.bytes,
+            spool.stream,
+            spool.count,
+            spool.bytes,
         )
         spool.close()
 
@@ -338,14 +345,19 @@ class TargetDatabox(BoundaryTarget):
                 self.logger.warning(
                     "Stream '%s': %d held records of table version %s were not sent (stopped "
                     "by a signal); no STATE past them was emitted, so the next run re-reads "
-                    "them", stream, spool.count, ", ".join(str(v) for v in sorted(spool.versions)),
+                    "them",
+                    stream,
+                    spool.count,
+                    ", ".join(str(v) for v in sorted(spool.versions)),
                 )
                 spool.close()
                 continue
             self.logger.warning(
                 "Stream '%s': %d records of table version %s arrived but no "
                 "ACTIVATE_VERSION for it did; sending them without removing older rows",
-                stream, spool.count, ", ".join(str(v) for v in sorted(spool.versions)),
+                stream,
+                spool.count,
+                ", ".join(str(v) for v in sorted(spool.versions)),
             )
             with self._replaying():
                 for line, message in spool:
@@ -479,8 +491,14 @@ class TargetDatabox(BoundaryTarget):
                 if not doctor:
                     msg = "--doctor-json, --doctor-keep and --doctor-rate-limit go with --doctor"
                     raise ConfigurationError(msg)
-                sys.exit(cls._doctor(kwargs.get("config"), json_path=doctor_json,
-                                     keep=doctor_keep, rate_limit=doctor_rate_limit))
+                sys.exit(
+                    cls._doctor(
+                        kwargs.get("config"),
+                        json_path=doctor_json,
+                        keep=doctor_keep,
+                        rate_limit=doctor_rate_limit,
+                    )
+                )
             if check:
                 cls._check(kwargs.get("config"))
                 return
@@ -529,8 +547,12 @@ class TargetDatabox(BoundaryTarget):
         if getattr(config, "parse_env", False):
             settings.update(env_config(cls))
         check_config(settings)
-        return run_doctor(RedactedConfig(settings), logger=cls.logger,
-                          user_agent=f"{cls.name}/{cls.get_plugin_version()} doctor", **options)
+        return run_doctor(
+            RedactedConfig(settings),
+            logger=cls.logger,
+            user_agent=f"{cls.name}/{cls.get_plugin_version()} doctor",
+            **options,
+        )
 
     @classmethod
     @override
@@ -543,7 +565,7 @@ class TargetDatabox(BoundaryTarget):
                 is_flag=True,
                 default=False,
                 help="Pre-flight: check the API key, resolve account and data source, list "
-                     "what exists and what would be created; reads no input, creates nothing.",
+                "what exists and what would be created; reads no input, creates nothing.",
             )
         )
         command.help = (

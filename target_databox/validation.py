@@ -79,10 +79,13 @@ class _ExactMultipleOf:
         constant = f"_multiple_of_step_{len(self._extra_imports_objects)}"
         self._extra_imports_objects[constant] = step  # in the function's globals
         self._extra_imports_objects["_is_multiple_of"] = is_multiple_of
-        with self.l(
-            "if isinstance({variable}, (int, float, Decimal)) "
-            "and not isinstance({variable}, bool):"
-        ), self.l(f"if not _is_multiple_of({{variable}}, {constant}, {power!r}):"):
+        with (
+            self.l(
+                "if isinstance({variable}, (int, float, Decimal)) "
+                "and not isinstance({variable}, bool):"
+            ),
+            self.l(f"if not _is_multiple_of({{variable}}, {constant}, {power!r}):"),
+        ):
             self.exc("{name} must be multiple of {multipleOf}", rule="multipleOf")
 
 
@@ -169,7 +172,7 @@ _ELEMENT = re.compile(r"\[\d+\]$")
 
 
 def element_field(name: str) -> str:
-    """"data.tags[1]" → "tags[]": the array field, for messages."""
+    """ "data.tags[1]" → "tags[]": the array field, for messages."""
     field = name[4:].lstrip(".") if name.startswith("data") else name
     return re.sub(r"\[\d+\]", "[]", field)
 
@@ -225,8 +228,10 @@ def _compile(adapted: dict[str, Any], on_fallback: Callable[[str], None] | None)
         if on_fallback is not None:
             on_fallback(f"{type(exc).__name__}: {exc}")
         return fastjsonschema.compile(
-            _without_multiple_of(adapted), handlers=_HANDLERS,
-            use_default=False, use_formats=False,
+            _without_multiple_of(adapted),
+            handlers=_HANDLERS,
+            use_default=False,
+            use_formats=False,
         )
     return validate
 
@@ -237,18 +242,19 @@ def _without_multiple_of(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     return {
-        key: _without_multiple_of(value) for key, value in node.items()
+        key: _without_multiple_of(value)
+        for key, value in node.items()
         if not (key == "multipleOf" and not isinstance(value, dict))
     }
 
 
 def describe_violation(exc: JsonSchemaValueException) -> str:
-    """"field 'amount' must be multiple of 0.01 (value 12.345)": the first offending
+    """ "field 'amount' must be multiple of 0.01 (value 12.345)": the first offending
     field, the rule, and (shortened) the value."""
     name = str(exc.name or "data")
     problem = str(exc.message or "does not match")
     if problem.startswith(name):
-        problem = problem[len(name):].strip()
+        problem = problem[len(name) :].strip()
     field = name[4:].lstrip(".") if name.startswith("data") else name
     value = str(exc.value) if isinstance(exc.value, Decimal) else repr(exc.value)
     if len(value) > 60:

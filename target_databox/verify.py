@@ -325,9 +325,7 @@ class IngestionVerifier:
                 self.first_delay = min(self.first_delay * GROWTH_AFTER_EARLY_READ, MAX_FIRST_DELAY)
         pending.checks += 1
         target = pending.accepted_at + pending.first_delay * 2**pending.checks
-        pending.next_check = max(
-            min(target, now + MAX_CHECK_INTERVAL), now + MIN_CHECK_INTERVAL
-        )
+        pending.next_check = max(min(target, now + MAX_CHECK_INTERVAL), now + MIN_CHECK_INTERVAL)
 
     def _learn_finished(self, pending: PendingIngestion) -> None:
         """A timely first read: the next ingestions may be read a little sooner."""
@@ -378,7 +376,8 @@ class IngestionVerifier:
                 self._list_has_status = False
                 self._logger.info(
                     "The ingestion list of dataset %s carries no status words; every "
-                    "ingestion is settled from its detail", dataset_id,
+                    "ingestion is settled from its detail",
+                    dataset_id,
                 )
             before = len(found)
             for item in items:
@@ -403,7 +402,8 @@ class IngestionVerifier:
             self._list_useless.add(dataset_id)
             self._logger.debug(
                 "The ingestion list of dataset %s did not show the pending ingestions; "
-                "reading their details instead", dataset_id,
+                "reading their details instead",
+                dataset_id,
             )
         return found
 
@@ -416,7 +416,9 @@ class IngestionVerifier:
                 raise
             self._logger.info(
                 "Databox refused pageSize=%d for the ingestion list (%s); using its default "
-                "page size for the rest of the run", self._page_size, exc,
+                "page size for the rest of the run",
+                self._page_size,
+                exc,
             )
             self._page_size = None
             self.stats.list_reads += 1
@@ -482,10 +484,13 @@ def _pagination(answer: dict[str, Any]) -> tuple[int | None, int | None]:
 
 
 def _about_page_size(exc: DataboxApiError) -> bool:
-    return any(
-        (e.field or "").lower() == "pagesize" or "pagesize" in (e.message or "").lower()
-        for e in exc.errors
-    ) or "pagesize" in (exc.body_excerpt or "").lower()
+    return (
+        any(
+            (e.field or "").lower() == "pagesize" or "pagesize" in (e.message or "").lower()
+            for e in exc.errors
+        )
+        or "pagesize" in (exc.body_excerpt or "").lower()
+    )
 
 
 def outcome_from_detail(detail: dict[str, Any]) -> Outcome | None:
@@ -505,7 +510,10 @@ def outcome_from_detail(detail: dict[str, Any]) -> Outcome | None:
         return None
     errors = detail.get("errors")
     return Outcome(
-        received, appended, overwritten, rejected,
+        received,
+        appended,
+        overwritten,
+        rejected,
         [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else [],
     )
 

@@ -44,8 +44,9 @@ def cert(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def https_emulator(cert: tuple[Path, Path]) -> Iterator[Emulator]:
-    emu = Emulator(EmulatorConfig(api_key=API_KEY, port=0, tls_cert=str(cert[0]),
-                                  tls_key=str(cert[1])))
+    emu = Emulator(
+        EmulatorConfig(api_key=API_KEY, port=0, tls_cert=str(cert[0]), tls_key=str(cert[1]))
+    )
     emu.start()
     try:
         yield emu

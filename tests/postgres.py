@@ -36,10 +36,27 @@ class Postgres:
     def psql(self, sql: str, database: str | None = None) -> str:
         """Run SQL with `psql` (stops at the first error) and return its unaligned output."""
         proc = subprocess.run(
-            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-h", self.host, "-p", str(self.port), "-U", self.user,
-             "-d", database or self.database],
-            input=sql, capture_output=True, text=True, timeout=60,
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database or self.database,
+            ],
+            input=sql,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10"},
         )
         if proc.returncode != 0:
@@ -63,8 +80,10 @@ def missing_prerequisite() -> str | None:
 
 def find_bin(name: str) -> str | None:
     """Debian keeps the server binaries out of PATH, under /usr/lib/postgresql/VERSION/bin."""
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     return candidates[-1] if candidates else shutil.which(name)
 
 
@@ -79,9 +98,13 @@ def postgres_server() -> Iterator[Postgres]:
 
 def _fresh_database(url: str) -> Iterator[Postgres]:
     parts = urlsplit(url)
-    admin = Postgres(parts.hostname or "127.0.0.1", parts.port or 5432,
-                     parts.username or "postgres", parts.password or "",
-                     parts.path.lstrip("/") or "postgres")
+    admin = Postgres(
+        parts.hostname or "127.0.0.1",
+        parts.port or 5432,
+        parts.username or "postgres",
+        parts.password or "",
+        parts.path.lstrip("/") or "postgres",
+    )
     name = f"tdbx_{uuid.uuid4().hex[:10]}"
     admin.psql(f"CREATE DATABASE {name};")
     try:
@@ -102,11 +125,24 @@ def _private_cluster() -> Iterator[Postgres]:
     data, log = os.path.join(base, "data"), os.path.join(base, "server.log")
     port = _free_port()
     try:
-        _run([*as_user, initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-              "--no-sync"])
+        _run(
+            [
+                *as_user,
+                initdb,
+                "-D",
+                data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
         options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-        _run([*as_user, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60",
-              "start"], log)
+        _run(
+            [*as_user, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"], log
+        )
         try:
             yield Postgres("127.0.0.1", port, "postgres", "unused", "postgres")
         finally:

@@ -36,9 +36,7 @@ def state(value: Any) -> dict:
 
 
 def to_lines(messages: Iterable[Mapping[str, Any] | str]) -> str:
-    return "".join(
-        (m if isinstance(m, str) else json.dumps(m)) + "\n" for m in messages
-    )
+    return "".join((m if isinstance(m, str) else json.dumps(m)) + "\n" for m in messages)
 
 
 @dataclass

@@ -82,7 +82,8 @@ def test_nan_and_infinity_are_refused(emulator, config, literal):
     lines = [json.dumps(m) for m in good_prefix()]
     lines.append(
         '{"type": "RECORD", "stream": "items", "record": {"id": 6, "name": "x", "score": '
-        + literal + "}}"
+        + literal
+        + "}}"
     )
     run = run_target(config, "\n".join(lines) + "\n")
     assert_clean_failure(run, emulator, "line 8", "stream 'items'", f"the value {literal}")
@@ -90,8 +91,10 @@ def test_nan_and_infinity_are_refused(emulator, config, literal):
 
 def test_nan_inside_nested_values_is_refused(emulator, config):
     lines = [json.dumps(m) for m in good_prefix()]
-    lines.append('{"type": "RECORD", "stream": "items", "record": {"id": 6, "name": "x", '
-                 '"deep": {"list": [1, NaN]}}}')
+    lines.append(
+        '{"type": "RECORD", "stream": "items", "record": {"id": 6, "name": "x", '
+        '"deep": {"list": [1, NaN]}}}'
+    )
     run = run_target(config, "\n".join(lines) + "\n")
     assert_clean_failure(run, emulator, "line 8", "the value NaN")
 
@@ -99,21 +102,25 @@ def test_nan_inside_nested_values_is_refused(emulator, config):
 def test_record_over_max_request_bytes(emulator, config):
     messages = [*good_prefix(), record("items", id=6, name="y" * 5000), state({"items": 6})]
     run = run_target({**config, "max_request_bytes": 2000}, messages)
-    assert_clean_failure(run, emulator, "Stream 'items'", "record 6 (input line 8)", "id=6",
-                         "max_request_bytes")
+    assert_clean_failure(
+        run, emulator, "Stream 'items'", "record 6 (input line 8)", "id=6", "max_request_bytes"
+    )
 
 
 def test_schema_without_properties(emulator, config):
-    bad = {"type": "SCHEMA", "stream": "broken", "schema": {"type": "object"},
-           "key_properties": []}
+    bad = {"type": "SCHEMA", "stream": "broken", "schema": {"type": "object"}, "key_properties": []}
     messages = [*good_prefix(), bad, record("broken", a=1), state({"items": 5, "broken": 1})]
     run = run_target(config, messages)
     assert_clean_failure(run, emulator, "line 8", "stream 'broken'", "no 'properties'")
 
 
 def test_unknown_message_type_is_ignored_with_a_warning(emulator, config):
-    messages = [*good_prefix()[:-1], {"type": "SURPRISE", "stream": "items", "x": 1},
-                {"type": "SURPRISE"}, state({"items": 5})]
+    messages = [
+        *good_prefix()[:-1],
+        {"type": "SURPRISE", "stream": "items", "x": 1},
+        {"type": "SURPRISE"},
+        state({"items": 5}),
+    ]
     run = run_target(config, messages)
     assert run.returncode == 0, run.stderr[-3000:]
     warnings = [line for line in run.stderr.splitlines() if "SURPRISE" in line]

@@ -19,7 +19,10 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 def test_benchmark_smoke_mode_runs_every_case(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("baseline", "target"))]
@@ -36,7 +39,10 @@ def test_benchmark_smoke_mode_runs_every_case(tmp_path: Path) -> None:
 def test_hot_path_harness_runs() -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT.parent / "hot_path.py"), "--records", "300", "--repeat", "1"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "main-thread CPU per record" in done.stdout

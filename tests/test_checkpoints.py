@@ -31,9 +31,7 @@ def test_state_is_released_as_the_run_progresses_and_never_early(emulator, confi
     reader.start()
     # Drain stderr while the run goes on: a full pipe would block the target's logging.
     errors: list[str] = []
-    drainer = threading.Thread(
-        target=lambda: errors.extend(proc.stderr or ()), daemon=True
-    )
+    drainer = threading.Thread(target=lambda: errors.extend(proc.stderr or ()), daemon=True)
     drainer.start()
 
     def chunk(first: int, last: int) -> str:
@@ -45,8 +43,11 @@ def test_state_is_released_as_the_run_progresses_and_never_early(emulator, confi
         return to_lines(messages)
 
     assert proc.stdin is not None
-    proc.stdin.write(to_lines([schema("events", {"id": {"type": "integer"},
-                                                 "value": {"type": "integer"}}, ["id"])]))
+    proc.stdin.write(
+        to_lines(
+            [schema("events", {"id": {"type": "integer"}, "value": {"type": "integer"}}, ["id"])]
+        )
+    )
     proc.stdin.write(chunk(1, 25_000))
     proc.stdin.flush()
     # The input is still open: a STATE must arrive before the end of the run.

@@ -36,7 +36,9 @@ class FakeTime:
 
 
 def make_client(
-    emulator: Emulator, retry: RetryPolicy = FAST_RETRY, pacer: RequestPacer | None = None,
+    emulator: Emulator,
+    retry: RetryPolicy = FAST_RETRY,
+    pacer: RequestPacer | None = None,
     key: str = API_KEY,
 ) -> DataboxClient:
     return DataboxClient(
@@ -89,8 +91,12 @@ def test_retry_after_is_capped_by_max_retry_seconds(emulator):
 
 @pytest.mark.parametrize(
     ("header", "seconds"),
-    [("3", 3.0), ("-2", 0.0), ("soon", None),
-     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],  # a date in the past
+    [
+        ("3", 3.0),
+        ("-2", 0.0),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],  # a date in the past
 )
 def test_retry_after_header_forms(header, seconds):
     from target_databox.client import _retry_after
@@ -159,9 +165,13 @@ def test_json_error_names_request_id_and_each_field(emulator):
 
 def test_error_message_format():
     error = DataboxApiError(
-        operation="ingestion", status=400, request_id="req-1",
-        errors=[ApiErrorDetail(code="invalid_input", message="bad", field="records[0].x"),
-                ApiErrorDetail(message="worse")],
+        operation="ingestion",
+        status=400,
+        request_id="req-1",
+        errors=[
+            ApiErrorDetail(code="invalid_input", message="bad", field="records[0].x"),
+            ApiErrorDetail(message="worse"),
+        ],
     ).with_context("stream 'users'")
     assert str(error) == (
         "Databox ingestion failed for stream 'users' with HTTP 400 (requestId req-1): "
@@ -172,8 +182,16 @@ def test_error_message_format():
 
 @pytest.mark.parametrize(
     ("status", "retryable", "ambiguous"),
-    [(429, True, False), (500, True, True), (502, True, True), (503, True, True),
-     (504, True, True), (400, False, False), (401, False, False), (404, False, False)],
+    [
+        (429, True, False),
+        (500, True, True),
+        (502, True, True),
+        (503, True, True),
+        (504, True, True),
+        (400, False, False),
+        (401, False, False),
+        (404, False, False),
+    ],
 )
 def test_retry_classification(status, retryable, ambiguous):
     error = DataboxApiError(operation="x", status=status)
@@ -200,8 +218,12 @@ def test_unanswered_ingestion_to_keyless_dataset_is_not_resent(emulator):
 def test_refused_connection_is_retried_then_reported(emulator):
     url = emulator.url
     emulator.stop()  # nothing listens on the port any more
-    client = DataboxClient(API_KEY, api_url=url, pacer=RequestPacer(1000, 1e7),
-                           retry=RetryPolicy(max_seconds=0.3, initial_wait=0.02, max_wait=0.05))
+    client = DataboxClient(
+        API_KEY,
+        api_url=url,
+        pacer=RequestPacer(1000, 1e7),
+        retry=RetryPolicy(max_seconds=0.3, initial_wait=0.02, max_wait=0.05),
+    )
     with pytest.raises(DataboxConnectionError) as caught:
         client.validate_key()
     assert not caught.value.may_have_been_applied
@@ -241,8 +263,13 @@ def test_repr_and_stats_never_show_the_key(emulator):
 
 
 def test_a_read_timeout_is_retried(emulator):
-    client = DataboxClient(API_KEY, api_url=emulator.url, pacer=RequestPacer(1000, 1e7),
-                           retry=FAST_RETRY, timeout=(5.0, 0.3))
+    client = DataboxClient(
+        API_KEY,
+        api_url=emulator.url,
+        pacer=RequestPacer(1000, 1e7),
+        retry=FAST_RETRY,
+        timeout=(5.0, 0.3),
+    )
     emulator.faults.add("delay", path="validate-key", seconds=2)
     client.validate_key()
     assert [r.fault for r in api_requests(emulator, "validate-key")] == ["delay", None]

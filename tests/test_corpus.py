@@ -61,15 +61,15 @@ COLUMNS = """
 #: 06:00 UTC: rows 1 and 2 share the wall-clock time 01:30 an hour apart.
 ROWS = {
     1: "1, 9007199254740993, 12345678901234.123456, 0.1, 1.500, 0.5, "
-       "'2026-11-01 01:30:00-04', '2026-11-01 01:30:00', '2026-02-28', '23:59:59', true, "
-       "E'emoji 🎉 and CJK 漢字\\nsecond line\\ttab', "
-       "'{\"a\": {\"b\": [1, 2, {\"c\": \"deep\"}]}, \"n\": 1.5, \"s\": \"x\"}', "
-       "'{a,NULL,\"b c\"}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'Spaced'",
+    "'2026-11-01 01:30:00-04', '2026-11-01 01:30:00', '2026-02-28', '23:59:59', true, "
+    "E'emoji 🎉 and CJK 漢字\\nsecond line\\ttab', "
+    '\'{"a": {"b": [1, 2, {"c": "deep"}]}, "n": 1.5, "s": "x"}\', '
+    "'{a,NULL,\"b c\"}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'Spaced'",
     2: "2, -9223372036854775808, -0.000001, -17500000000.25, 2.250, 1.25, "
-       "'2026-11-01 01:30:00-05', '1999-12-31 23:59:59.123456', '1999-12-31', '00:00:01', "
-       "false, E'quote \" and backslash \\\\ end', '[1, \"two\", null]', '{}', NULL, NULL",
+    "'2026-11-01 01:30:00-05', '1999-12-31 23:59:59.123456', '1999-12-31', '00:00:01', "
+    "false, E'quote \" and backslash \\\\ end', '[1, \"two\", null]', '{}', NULL, NULL",
     3: "3, NULL, NULL, NULL, 3.000, 2.75, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-       "NULL, NULL",
+    "NULL, NULL",
 }
 INSERTED = (
     "4, 42, 0.5, 1e-300, 5.000, 4.5, '2026-03-29 01:59:59+00', '2026-03-29 02:30:00', "
@@ -81,12 +81,16 @@ CHANGES = """
     DELETE FROM {t} WHERE id = 1;
     INSERT INTO {t} VALUES ({inserted});
 """
-KEYLESS = "CREATE TABLE keyless_log (msg text, n integer, at timestamptz);" \
-    "INSERT INTO keyless_log VALUES ('first', 1, '2026-03-29 00:59:59+00'), " \
+KEYLESS = (
+    "CREATE TABLE keyless_log (msg text, n integer, at timestamptz);"
+    "INSERT INTO keyless_log VALUES ('first', 1, '2026-03-29 00:59:59+00'), "
     "('second', 2, '2026-03-29 01:00:00+00'), ('first', 1, '2026-03-29 00:59:59+00');"
-BIG_IDS = "CREATE TABLE big_ids (id bigint PRIMARY KEY, label text);" \
-    "INSERT INTO big_ids VALUES (9007199254740993, 'beyond 2^53'), " \
+)
+BIG_IDS = (
+    "CREATE TABLE big_ids (id bigint PRIMARY KEY, label text);"
+    "INSERT INTO big_ids VALUES (9007199254740993, 'beyond 2^53'), "
     "(9223372036854775807, 'max'), (-9223372036854775808, 'min');"
+)
 
 #: Table → (replication method, replication key).
 TABLES = {
@@ -106,33 +110,81 @@ def utc(text: str) -> datetime:
 #: are filled in by `expected`). jsonb objects are flattened (`doc__a__b`; the array holding
 #: an object becomes JSON text), arrays of scalars stay arrays, NULLs are null.
 COMMON: dict[int, dict[str, Any]] = {
-    1: {"id": 1, "big": 9007199254740993, "amount": Decimal("12345678901234.123456"),
-        "ratio": Decimal("0.1"), "seq_num": Decimal("1.5"), "seq_float": Decimal("0.5"),
-        "happened": utc("2026-11-01T05:30:00+00:00"), "at_time": "23:59:59", "flag": True,
+    1: {
+        "id": 1,
+        "big": 9007199254740993,
+        "amount": Decimal("12345678901234.123456"),
+        "ratio": Decimal("0.1"),
+        "seq_num": Decimal("1.5"),
+        "seq_float": Decimal("0.5"),
+        "happened": utc("2026-11-01T05:30:00+00:00"),
+        "at_time": "23:59:59",
+        "flag": True,
         "note": "emoji 🎉 and CJK 漢字\nsecond line\ttab",
-        "doc__a__b": '[1,2,{"c":"deep"}]', "doc__n": Decimal("1.5"), "doc__s": "x",
-        "tags": ["a", None, "b c"], "uid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-        "Mixed Case Col": "Spaced"},
-    2: {"id": 2, "big": -9223372036854775808, "amount": Decimal("-0.000001"),
-        "ratio": Decimal("-17500000000.25"), "seq_num": Decimal("2.25"),
-        "seq_float": Decimal("1.25"), "happened": utc("2026-11-01T06:30:00+00:00"),
-        "at_time": "00:00:01", "flag": False, "note": 'quote " and backslash \\ end',
-        "doc": [1, "two", None], "tags": [], "uid": None, "Mixed Case Col": None},
-    3: {"id": 3, "big": None, "amount": None, "ratio": None, "seq_num": Decimal("3"),
-        "seq_float": Decimal("2.75"), "happened": None, "at_time": None, "flag": None,
-        "note": None, "doc": None, "uid": None, "Mixed Case Col": None},
-    4: {"id": 4, "big": 42, "amount": Decimal("0.5"), "ratio": Decimal("1e-300"),
-        "seq_num": Decimal("5"), "seq_float": Decimal("4.5"),
-        "happened": utc("2026-03-29T01:59:59+00:00"), "at_time": "12:00:00", "flag": True,
-        "note": "new", "doc__k": [], "tags": ["x"],
-        "uid": "00000000-0000-0000-0000-000000000004", "Mixed Case Col": "Added"},
+        "doc__a__b": '[1,2,{"c":"deep"}]',
+        "doc__n": Decimal("1.5"),
+        "doc__s": "x",
+        "tags": ["a", None, "b c"],
+        "uid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        "Mixed Case Col": "Spaced",
+    },
+    2: {
+        "id": 2,
+        "big": -9223372036854775808,
+        "amount": Decimal("-0.000001"),
+        "ratio": Decimal("-17500000000.25"),
+        "seq_num": Decimal("2.25"),
+        "seq_float": Decimal("1.25"),
+        "happened": utc("2026-11-01T06:30:00+00:00"),
+        "at_time": "00:00:01",
+        "flag": False,
+        "note": 'quote " and backslash \\ end',
+        "doc": [1, "two", None],
+        "tags": [],
+        "uid": None,
+        "Mixed Case Col": None,
+    },
+    3: {
+        "id": 3,
+        "big": None,
+        "amount": None,
+        "ratio": None,
+        "seq_num": Decimal("3"),
+        "seq_float": Decimal("2.75"),
+        "happened": None,
+        "at_time": None,
+        "flag": None,
+        "note": None,
+        "doc": None,
+        "uid": None,
+        "Mixed Case Col": None,
+    },
+    4: {
+        "id": 4,
+        "big": 42,
+        "amount": Decimal("0.5"),
+        "ratio": Decimal("1e-300"),
+        "seq_num": Decimal("5"),
+        "seq_float": Decimal("4.5"),
+        "happened": utc("2026-03-29T01:59:59+00:00"),
+        "at_time": "12:00:00",
+        "flag": True,
+        "note": "new",
+        "doc__k": [],
+        "tags": ["x"],
+        "uid": "00000000-0000-0000-0000-000000000004",
+        "Mixed Case Col": "Added",
+    },
 }
 UPDATED = {"note": "updated ✓", "seq_num": Decimal("4"), "seq_float": Decimal("3.5")}
 #: Naive timestamps and dates: both taps send a naive timestamp as UTC (`Z` once shaped);
 #: the SDK tap sends a date as a date, pipelinewise as midnight UTC.
-LOCAL = {1: ("2026-11-01T01:30:00", "2026-02-28"),
-         2: ("1999-12-31T23:59:59.123456", "1999-12-31"),
-         3: (None, None), 4: ("2026-03-29T02:30:00", "2026-03-29")}
+LOCAL = {
+    1: ("2026-11-01T01:30:00", "2026-02-28"),
+    2: ("1999-12-31T23:59:59.123456", "1999-12-31"),
+    3: (None, None),
+    4: ("2026-03-29T02:30:00", "2026-03-29"),
+}
 
 
 def expected(tap: str, row_id: int, *, updated: bool = False) -> dict[str, Any]:
@@ -166,8 +218,9 @@ def normalized(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def assert_rows(emulator: Emulator, title: str, tap: str, ids: dict[int, bool],
-                keys: list[str] | None = None) -> None:
+def assert_rows(
+    emulator: Emulator, title: str, tap: str, ids: dict[int, bool], keys: list[str] | None = None
+) -> None:
     """The dataset holds exactly these rows (id → updated?) with exact values."""
     dataset = emulator.find_dataset(title)
     assert dataset is not None, f"no dataset {title!r}"
@@ -202,8 +255,10 @@ def assert_other_tables(emulator: Emulator, *, rerun: bool) -> None:
     assert big is not None
     assert big["primaryKeys"] == ["id"]
     assert sorted((r["id"], r["label"]) for r in emulator.rows(big["id"])) == [
-        (-9223372036854775808, "min"), (9007199254740993, "beyond 2^53"),
-        (9223372036854775807, "max")]
+        (-9223372036854775808, "min"),
+        (9007199254740993, "beyond 2^53"),
+        (9223372036854775807, "max"),
+    ]
 
 
 # The database and the taps -------------------------------------------------------------
@@ -252,15 +307,28 @@ class Pipelinewise:
 
     def _tap_config(self) -> str:
         path = self.workdir / "tap.json"
-        path.write_text(json.dumps({
-            "host": self.pg.host, "port": self.pg.port, "user": self.pg.user,
-            "password": self.pg.password, "dbname": self.pg.database,
-            "filter_schemas": "public"}))
+        path.write_text(
+            json.dumps(
+                {
+                    "host": self.pg.host,
+                    "port": self.pg.port,
+                    "user": self.pg.user,
+                    "password": self.pg.password,
+                    "dbname": self.pg.database,
+                    "filter_schemas": "public",
+                }
+            )
+        )
         return str(path)
 
     def discover(self, methods: dict[str, tuple[str, str | None]]) -> None:
-        proc = subprocess.run([self.executable, "--config", self._tap_config(), "--discover"],
-                              capture_output=True, text=True, timeout=120, check=True)
+        proc = subprocess.run(
+            [self.executable, "--config", self._tap_config(), "--discover"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         catalog = json.loads(proc.stdout)
         for stream in catalog["streams"]:
             method, key = methods[stream["table_name"]]
@@ -273,8 +341,13 @@ class Pipelinewise:
         self.catalog.write_text(json.dumps(catalog))
 
     def run(self, state: Any | None) -> Run:
-        command = [self.executable, "--config", self._tap_config(),
-                   "--properties", str(self.catalog)]
+        command = [
+            self.executable,
+            "--config",
+            self._tap_config(),
+            "--properties",
+            str(self.catalog),
+        ]
         if state is not None:
             state_path = self.workdir / "state.json"
             state_path.write_text(json.dumps(state))
@@ -283,14 +356,22 @@ class Pipelinewise:
         assert tap.returncode == 0, tap.stderr[-4000:]
         config = write_config(self.target_config)
         try:
-            target = subprocess.run([EXECUTABLE, "--config", config], input=tap.stdout,
-                                    capture_output=True, text=True, timeout=300)
+            target = subprocess.run(
+                [EXECUTABLE, "--config", config],
+                input=tap.stdout,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
         finally:
             os.unlink(config)
         assert_key_hidden(target.stdout, target.stderr)
         assert target.returncode == 0, target.stderr[-6000:]
-        tap_states = [json.loads(line)["value"] for line in tap.stdout.splitlines()
-                      if line.startswith('{"type": "STATE"')]
+        tap_states = [
+            json.loads(line)["value"]
+            for line in tap.stdout.splitlines()
+            if line.startswith('{"type": "STATE"')
+        ]
         states = [json.loads(line) for line in target.stdout.splitlines() if line.strip()]
         return Run(tap_states, states, target.stderr)
 
@@ -299,8 +380,12 @@ class Pipelinewise:
 def pipelinewise_venv() -> Path:
     tap = PIPELINEWISE_VENV / "bin" / "tap-postgres"
     if not tap.exists():
-        proc = subprocess.run(["bash", str(ROOT / "scripts" / "pipelinewise_venv.sh")],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "pipelinewise_venv.sh")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode != 0:
             require(f"pipelinewise-tap-postgres could not be installed: {proc.stderr[-500:]}")
     return tap
@@ -317,9 +402,14 @@ def assert_states_pass_through(run: Run) -> None:
 
 def pipelinewise_corpus(pg, emulator, tmp_path, tables, *, validate: bool) -> None:
     load_source(pg, tables)
-    config = {"api_key": API_KEY, "api_url": emulator.url, "max_requests_per_second": 1000,
-              "max_requests_per_hour": 10_000_000, "max_records_per_request": 2,
-              "validate_records": validate}
+    config = {
+        "api_key": API_KEY,
+        "api_url": emulator.url,
+        "max_requests_per_second": 1000,
+        "max_requests_per_hour": 10_000_000,
+        "max_records_per_request": 2,
+        "validate_records": validate,
+    }
     tap = Pipelinewise(pg, tmp_path, config)
     tap.discover({**tables, **OTHERS})
 
@@ -335,16 +425,19 @@ def pipelinewise_corpus(pg, emulator, tmp_path, tables, *, validate: bool) -> No
         assert isinstance(mark["version"], int)
         if key:
             assert mark["replication_key"] == key
-            assert Decimal(str(mark["replication_key_value"])) == {
-                "id": 3, "seq_num": 3, "seq_float": Decimal("2.75")}[key]
+            assert (
+                Decimal(str(mark["replication_key_value"]))
+                == {"id": 3, "seq_num": 3, "seq_float": Decimal("2.75")}[key]
+            )
     assert "purged" not in first.stderr  # every dataset was created by this run
 
     change_source(pg, tables)
     before = len(emulator.request_log)
     second = tap.run(first.states[-1])
     assert_states_pass_through(second)
-    purged = [r.path.split("/")[-2] for r in emulator.request_log[before:]
-              if r.path.endswith("/purge")]
+    purged = [
+        r.path.split("/")[-2] for r in emulator.request_log[before:] if r.path.endswith("/purge")
+    ]
     for table, (method, key) in tables.items():
         title = f"public-{table}"
         dataset_id = emulator.find_dataset(title)["id"]  # type: ignore[index]
@@ -356,21 +449,26 @@ def pipelinewise_corpus(pg, emulator, tmp_path, tables, *, validate: bool) -> No
             assert bookmarks[title]["version"] < second.states[-1]["bookmarks"][title]["version"]
         else:  # the same version, continued: every earlier row is still there
             assert_rows(emulator, title, "pipelinewise", rerun_rows(key))
-            assert second.states[-1]["bookmarks"][title]["version"] == \
-                bookmarks[title]["version"]
+            assert second.states[-1]["bookmarks"][title]["version"] == bookmarks[title]["version"]
             assert f"stream '{title}' replaces" not in second.stderr
     assert_other_tables(emulator, rerun=True)
 
 
 def test_pipelinewise_full_table_and_integer_key_without_validation(
-    pg: postgres.Postgres, emulator: Emulator, tmp_path: Path, pipelinewise_venv: Path,
+    pg: postgres.Postgres,
+    emulator: Emulator,
+    tmp_path: Path,
+    pipelinewise_venv: Path,
 ) -> None:
     tables = {t: m for t, m in TABLES.items() if t in ("corpus_full", "corpus_by_id")}
     pipelinewise_corpus(pg, emulator, tmp_path, tables, validate=False)
 
 
 def test_pipelinewise_every_key_type_with_validation(
-    pg: postgres.Postgres, emulator: Emulator, tmp_path: Path, pipelinewise_venv: Path,
+    pg: postgres.Postgres,
+    emulator: Emulator,
+    tmp_path: Path,
+    pipelinewise_venv: Path,
 ) -> None:
     pipelinewise_corpus(pg, emulator, tmp_path, TABLES, validate=True)
 
@@ -380,15 +478,19 @@ def test_pipelinewise_every_key_type_with_validation(
 
 @pytest.fixture(scope="module")
 def meltano(tmp_path_factory: pytest.TempPathFactory) -> Meltano:
-    require(None if os.access(MELTANO, os.X_OK) else
-            f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)")
+    require(
+        None
+        if os.access(MELTANO, os.X_OK)
+        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
+    )
     cli = Meltano(MELTANO, tmp_path_factory.mktemp("meltano-sys"))
     cli("install", "tap-postgres", "target-databox", timeout=900)
     return cli
 
 
-def meltanolabs_corpus(meltano: Meltano, pg, emulator, tables, *, validate: bool,
-                       source: str) -> None:
+def meltanolabs_corpus(
+    meltano: Meltano, pg, emulator, tables, *, validate: bool, source: str
+) -> None:
     load_source(pg, tables)
     streams = {**tables, **OTHERS}
     metadata: dict[str, Any] = {}
@@ -400,8 +502,10 @@ def meltanolabs_corpus(meltano: Meltano, pg, emulator, tables, *, validate: bool
         **target_env(emulator, source),
         "TARGET_DATABOX_MAX_RECORDS_PER_REQUEST": "2",
         "TARGET_DATABOX_VALIDATE_RECORDS": "true" if validate else "false",
-        "TAP_POSTGRES_HOST": pg.host, "TAP_POSTGRES_PORT": str(pg.port),
-        "TAP_POSTGRES_USER": pg.user, "TAP_POSTGRES_PASSWORD": pg.password,
+        "TAP_POSTGRES_HOST": pg.host,
+        "TAP_POSTGRES_PORT": str(pg.port),
+        "TAP_POSTGRES_USER": pg.user,
+        "TAP_POSTGRES_PASSWORD": pg.password,
         "TAP_POSTGRES_DATABASE": pg.database,
         "TAP_POSTGRES_FILTER_SCHEMAS": '["public"]',
         "TAP_POSTGRES_EMIT_ACTIVATE_VERSION_MESSAGES": "true",
@@ -419,8 +523,10 @@ def meltanolabs_corpus(meltano: Meltano, pg, emulator, tables, *, validate: bool
         if key:
             mark = stored[f"public-{table}"]
             assert mark["replication_key"] == key
-            assert Decimal(str(mark["replication_key_value"])) == {
-                "id": 3, "seq_num": 3, "seq_float": Decimal("2.75")}[key]
+            assert (
+                Decimal(str(mark["replication_key_value"]))
+                == {"id": 3, "seq_num": 3, "seq_float": Decimal("2.75")}[key]
+            )
 
     change_source(pg, tables)
     meltano("run", "--state-id-suffix", state_id, "tap-postgres", "target-databox", env=env)
@@ -434,18 +540,24 @@ def meltanolabs_corpus(meltano: Meltano, pg, emulator, tables, *, validate: bool
     stored = meltano.state(full_id)["singer_state"]["bookmarks"]
     for table, (_method, key) in tables.items():
         if key:
-            assert Decimal(str(stored[f"public-{table}"]["replication_key_value"])) == {
-                "id": 4, "seq_num": 5, "seq_float": Decimal("4.5")}[key]
+            assert (
+                Decimal(str(stored[f"public-{table}"]["replication_key_value"]))
+                == {"id": 4, "seq_num": 5, "seq_float": Decimal("4.5")}[key]
+            )
 
 
 def test_meltanolabs_full_table_and_integer_key_without_validation(
-    meltano: Meltano, pg: postgres.Postgres, emulator: Emulator,
+    meltano: Meltano,
+    pg: postgres.Postgres,
+    emulator: Emulator,
 ) -> None:
     tables = {t: m for t, m in TABLES.items() if t in ("corpus_full", "corpus_by_id")}
     meltanolabs_corpus(meltano, pg, emulator, tables, validate=False, source="ml ints")
 
 
 def test_meltanolabs_every_key_type_with_validation(
-    meltano: Meltano, pg: postgres.Postgres, emulator: Emulator,
+    meltano: Meltano,
+    pg: postgres.Postgres,
+    emulator: Emulator,
 ) -> None:
     meltanolabs_corpus(meltano, pg, emulator, TABLES, validate=True, source="ml all")

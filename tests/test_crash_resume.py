@@ -156,8 +156,10 @@ def kill_after_states(live: LiveTarget) -> None:
 
 def kill_with_a_request_in_flight(live: LiveTarget) -> None:
     # The 6th ingestion is applied but its answer is held back: kill it right then.
-    wait_for(lambda: any(r.fault == "delay" for r in live.emulator.request_log),
-             "the held-back ingestion")
+    wait_for(
+        lambda: any(r.fault == "delay" for r in live.emulator.request_log),
+        "the held-back ingestion",
+    )
 
 
 def kill_before_verification(live: LiveTarget) -> None:
@@ -256,11 +258,13 @@ def test_signal_while_reading_finishes_verifies_and_emits_the_last_safe_state(
 def test_signal_with_a_request_in_flight_waits_for_it(emulator, config, signum):
     stream = "inflight"
     emulator.faults.add("delay", path="/data$", skip=2, seconds=2)
-    live = LiveTarget({**config, "batch_size_rows": 100, "max_records_per_request": 50},
-                      emulator, stream)
+    live = LiveTarget(
+        {**config, "batch_size_rows": 100, "max_records_per_request": 50}, emulator, stream
+    )
     live.feed(schema_line(stream, True) + body_lines(stream, 1, 600), close=False)
-    wait_for(lambda: any(r.fault == "delay" for r in emulator.request_log),
-             "the held-back ingestion")
+    wait_for(
+        lambda: any(r.fault == "delay" for r in emulator.request_log), "the held-back ingestion"
+    )
     live.proc.send_signal(signum)
     assert live.finish() == 128 + signum
     live.assert_states_were_durable()

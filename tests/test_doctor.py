@@ -37,8 +37,13 @@ def settings(emu: Emulator, **extra: Any) -> dict[str, Any]:
     return {"api_key": API_KEY, "api_url": emu.url, "max_requests_per_second": 2000, **extra}
 
 
-def doctor(emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-           config: dict[str, Any] | None = None, **options: Any) -> tuple[int, dict, str]:
+def doctor(
+    emu: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    config: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[int, dict, str]:
     path = tmp_path / "doctor.json"
     if not options.pop("real_sleep", False):
         options["sleep"] = lambda seconds: None
@@ -65,18 +70,24 @@ def test_documented_behaviour_every_assumption_holds(emu, tmp_path, capsys):
     code, report, out = doctor(emu, tmp_path, capsys)
     assert code == 0, out
     assert report["recommended_config"] == {
-        "max_records_per_request": 100, "trust_ingestion_list_status": True}
+        "max_records_per_request": 100,
+        "trust_ingestion_list_status": True,
+    }
     assert all(value is True for value in holds(report).values()), holds(report)
     seen = observed(report)
     assert seen["records_per_request"] == {
-        "100": "accepted", "101": "refused (HTTP 400 too_many_records)",
+        "100": "accepted",
+        "101": "refused (HTTP 400 too_many_records)",
         "1000": "refused (HTTP 400 too_many_records)",
-        "1001": "refused (HTTP 400 too_many_records)"}
+        "1001": "refused (HTTP 400 too_many_records)",
+    }
     assert seen["request_bytes"]["answer"] == "refused (HTTP 413 payload_too_large)"
     assert 1_000_000 < seen["request_bytes"]["bytes"] < 1_000_100
     assert seen["status_words"]["when_finished"] == ["success"]
     assert seen["list_word_for_rejections"] == {
-        "with_rejections": ["failed", "partial"], "without_rejections": ["success"]}
+        "with_rejections": ["failed", "partial"],
+        "without_rejections": ["success"],
+    }
     assert seen["errors_shape"]["fields"] == ["code", "field", "message", "recordIndex"]
     assert seen["list_page_size"]["pageSize 1000"] == "accepted"
     assert seen["list_order"] == "newest first"
@@ -99,8 +110,12 @@ def test_an_account_that_accepts_1000_records_gets_1000(emu, tmp_path, capsys):
     assert report["recommended_config"]["max_records_per_request"] == 1000
     seen = observed(report)["records_per_request"]
     assert (seen["1000"], seen["1001"]) == ("accepted", "refused (HTTP 400 too_many_records)")
-    assert seen["1000 processed"] == {"received": 1000, "appended": 1000, "overwritten": 0,
-                                      "rejected": 0}
+    assert seen["1000 processed"] == {
+        "received": 1000,
+        "appended": 1000,
+        "overwritten": 0,
+        "rejected": 0,
+    }
     assert holds(report)["records_per_request"] is False  # 101 was accepted
 
 
@@ -123,8 +138,7 @@ def test_other_status_words_and_a_detail_without_status(emu, tmp_path, capsys):
     code, report, _ = doctor(emu, tmp_path, capsys)
     assert code == 0
     seen = observed(report)
-    assert seen["status_words"] == {"while_processing": ["queued"],
-                                    "when_finished": ["completed"]}
+    assert seen["status_words"] == {"while_processing": ["queued"], "when_finished": ["completed"]}
     assert seen["detail_status_field"] == "absent"
     assert holds(report)["status_words"] is False
     assert holds(report)["detail_status_field"] is False
@@ -156,13 +170,16 @@ def test_a_list_that_hides_rejections_is_not_trusted(emu, tmp_path, capsys):
     code, report, _ = doctor(emu, tmp_path, capsys)
     assert code == 0
     assert observed(report)["list_word_for_rejections"] == {
-        "with_rejections": ["success"], "without_rejections": ["success"]}
+        "with_rejections": ["success"],
+        "without_rejections": ["success"],
+    }
     assert holds(report)["list_word_for_rejections"] is False
     assert report["recommended_config"]["trust_ingestion_list_status"] is False
 
 
-@pytest.mark.parametrize(("mode", "answer"), [
-    ("reject", "refused (HTTP 400 invalid_input)"), ("cap", "capped to 100")])
+@pytest.mark.parametrize(
+    ("mode", "answer"), [("reject", "refused (HTTP 400 invalid_input)"), ("cap", "capped to 100")]
+)
 def test_list_page_size_refused_or_capped(emu, tmp_path, capsys, mode, answer):
     emu.config.max_page_size = 100
     emu.config.page_size_over_max = mode
@@ -212,7 +229,11 @@ def test_rate_limit_check_sees_the_429_envelope(emu, tmp_path, capsys):
     code, report, _ = doctor(emu, tmp_path, capsys, config, rate_limit=True)
     assert code == 0
     assert observed(report)["rate_limit"] == {
-        "status": 429, "code": "rate_limited", "type": "rate_limit", "retry_after": 1.0}
+        "status": 429,
+        "code": "rate_limited",
+        "type": "rate_limit",
+        "retry_after": 1.0,
+    }
     assert holds(report)["rate_limit"] is True
     throttled = [r for r in emu.request_log if r.status == 429]
     assert len(throttled) == 1, "the burst stops at the first 429"
@@ -223,8 +244,11 @@ def test_keep_leaves_the_scratch_data_source(emu, tmp_path, capsys):
     assert code == 0
     (source,) = emu.data_sources()
     assert source["title"].startswith("target-databox doctor ")
-    assert report["scratch_data_source"] == {"title": source["title"], "id": source["id"],
-                                             "deleted": False}
+    assert report["scratch_data_source"] == {
+        "title": source["title"],
+        "id": source["id"],
+        "deleted": False,
+    }
     assert "KEPT" in out
 
 
@@ -239,12 +263,19 @@ def test_an_error_midway_still_deletes_the_scratch_data_source(emu, tmp_path, ca
 
 # Through the executable ---------------------------------------------------------------------
 
-def run_cli(config: dict[str, Any], *args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+
+def run_cli(
+    config: dict[str, Any], *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     path = write_config(config)
     try:
-        proc = subprocess.run([EXECUTABLE, "--config", path, *args], capture_output=True,
-                              text=True, timeout=timeout, env={**os.environ, **(env or {})})
+        proc = subprocess.run(
+            [EXECUTABLE, "--config", path, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
     finally:
         os.unlink(path)
     assert_key_hidden(proc.stdout, proc.stderr)
@@ -279,13 +310,19 @@ def test_cli_doctor_options_need_doctor(emu):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize(("signum", "code", "said"), [
-    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")])
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")],
+)
 def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path, signum, code, said):
     emu.config.processing_delay = 120  # the doctor waits for processing: interrupt it there
     path = write_config(settings(emu))
-    proc = subprocess.Popen([EXECUTABLE, "--config", path, "--doctor"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [EXECUTABLE, "--config", path, "--doctor"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not any(r.path.endswith("/ingestions") for r in emu.request_log):
@@ -305,10 +342,21 @@ def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path, signum, code, sai
 def test_a_request_refused_for_one_record_is_resent_without_it(emu, tmp_path, capsys):
     """Should Databox refuse the whole request for a nested object (not reject the record),
     the doctor says so and still answers the other questions."""
-    error = {"code": "invalid_input", "field": "obj", "message": "nested objects are not "
-             "supported", "type": "validation"}
-    emu.faults.add("status", "POST", r"/data$", times=1, skip=6, status=400,
-                   body=json.dumps({"requestId": "r", "status": "error", "errors": [error]}))
+    error = {
+        "code": "invalid_input",
+        "field": "obj",
+        "message": "nested objects are not supported",
+        "type": "validation",
+    }
+    emu.faults.add(
+        "status",
+        "POST",
+        r"/data$",
+        times=1,
+        skip=6,
+        status=400,
+        body=json.dumps({"requestId": "r", "status": "error", "errors": [error]}),
+    )
     code, report, _ = doctor(emu, tmp_path, capsys)
     assert code == 0
     seen = observed(report)
@@ -374,14 +422,17 @@ def test_an_answer_of_unexpected_shape_is_one_line_and_cleaned_up(emu, tmp_path,
     assert report["error"] == "unexpected answer from Databox (KeyError: 'id')"
 
 
-
 @pytest.mark.timeout(60)
 def test_ctrl_c_while_the_creation_is_unanswered_still_deletes_it(emu):
     """Created in Databox, answer not yet back, Ctrl-C: found by its title and deleted."""
     emu.faults.add("delay", "POST", r"/v1/data-sources$", seconds=20)
     path = write_config(settings(emu))
-    proc = subprocess.Popen([EXECUTABLE, "--config", path, "--doctor"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [EXECUTABLE, "--config", path, "--doctor"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not emu.data_sources():

@@ -20,9 +20,18 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--window-size=1280,1600")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+)
 
 
 def require(problem: str | None) -> None:
@@ -41,8 +50,11 @@ def browser() -> Iterator[Any]:
     except ImportError:
         require("selenium is not installed (pip install -e '.[test]')")
     for path in (CHROMIUM, CHROMEDRIVER):
-        require(None if shutil.which(path) else f"{path} not found (apt-get install chromium "
-                "chromium-driver)")
+        require(
+            None
+            if shutil.which(path)
+            else f"{path} not found (apt-get install chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in FLAGS:
@@ -68,37 +80,57 @@ def test_page_shows_the_rows_a_pipeline_just_sent(
         "shipping": {"type": "object", "properties": {"city": {"type": "string"}}},
     }
     orders = [
-        {"order_id": 1, "customer": "Ana <script>", "total": 12.5, "paid": True,
-         "shipping": {"city": "Zagreb"}},
-        {"order_id": 2, "customer": "Bo", "total": 7, "paid": False,
-         "shipping": {"city": "Wien"}},
-        {"order_id": 3, "customer": "Čedo", "total": 99.99, "paid": True,
-         "shipping": {"city": "München"}},
+        {
+            "order_id": 1,
+            "customer": "Ana <script>",
+            "total": 12.5,
+            "paid": True,
+            "shipping": {"city": "Zagreb"},
+        },
+        {"order_id": 2, "customer": "Bo", "total": 7, "paid": False, "shipping": {"city": "Wien"}},
+        {
+            "order_id": 3,
+            "customer": "Čedo",
+            "total": 99.99,
+            "paid": True,
+            "shipping": {"city": "München"},
+        },
     ]
-    run = run_target({**config, "data_source_name": "Browser check"}, [
-        schema("orders", properties, ["order_id"]),
-        *(record("orders", **o) for o in orders),
-        state({"bookmarks": {"orders": {"order_id": 3}}}),
-    ])
+    run = run_target(
+        {**config, "data_source_name": "Browser check"},
+        [
+            schema("orders", properties, ["order_id"]),
+            *(record("orders", **o) for o in orders),
+            state({"bookmarks": {"orders": {"order_id": 3}}}),
+        ],
+    )
     assert run.returncode == 0, run.stderr
     assert run.states == [{"bookmarks": {"orders": {"order_id": 3}}}]
 
     browser.get(emulator.url + "/")
     assert browser.title == "Databox emulator"
     source = browser.find_element(
-        By.CSS_SELECTOR, 'section.data-source[data-title="Browser check"]')
+        By.CSS_SELECTOR, 'section.data-source[data-title="Browser check"]'
+    )
     dataset = source.find_element(By.CSS_SELECTOR, 'section.dataset[data-title="orders"]')
     assert dataset.find_element(By.CSS_SELECTOR, ".row-count").text == "3"
 
     table = dataset.find_element(By.CSS_SELECTOR, "table.rows")
-    headers = [th.get_attribute("data-column")
-               for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    headers = [
+        th.get_attribute("data-column") for th in table.find_elements(By.CSS_SELECTOR, "thead th")
+    ]
     assert set(headers) == {"order_id", "customer", "total", "paid", "shipping__city"}
-    types = [th.find_element(By.CSS_SELECTOR, ".muted").text
-             for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    types = [
+        th.find_element(By.CSS_SELECTOR, ".muted").text
+        for th in table.find_elements(By.CSS_SELECTOR, "thead th")
+    ]
     assert dict(zip(headers, types, strict=True)) == {
-        "order_id": "number", "customer": "string", "total": "number", "paid": "boolean",
-        "shipping__city": "string"}
+        "order_id": "number",
+        "customer": "string",
+        "total": "number",
+        "paid": "boolean",
+        "shipping__city": "string",
+    }
     shown = [
         dict(zip(headers, (td.text for td in tr.find_elements(By.TAG_NAME, "td")), strict=True))
         for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")

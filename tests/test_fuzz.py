@@ -51,8 +51,15 @@ SCHEMA: dict[str, Any] = {
 
 
 def shaper(max_depth: int = 3) -> RowShaper:
-    return RowShaper(stream="fuzz", schema=SCHEMA, key_properties=[], flatten=True,
-                     max_depth=max_depth, separator="__", logger=LOGGER)
+    return RowShaper(
+        stream="fuzz",
+        schema=SCHEMA,
+        key_properties=[],
+        flatten=True,
+        max_depth=max_depth,
+        separator="__",
+        logger=LOGGER,
+    )
 
 
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
@@ -62,9 +69,9 @@ def decoded(data: bytes) -> Any:
     return _decoder.decode(data)
 
 
-def shape_or_error(shape: RowShaper, record: dict[str, Any], position: int) -> tuple[
-    dict[str, Any] | None, str | None
-]:
+def shape_or_error(
+    shape: RowShaper, record: dict[str, Any], position: int
+) -> tuple[dict[str, Any] | None, str | None]:
     """The row, or the text of the InputError; any other exception escapes (and fails)."""
     try:
         return shape.shape(record, position), None
@@ -73,8 +80,12 @@ def shape_or_error(shape: RowShaper, record: dict[str, Any], position: int) -> t
 
 
 @FUZZ
-@given(record=records, extra=st.dictionaries(st.sampled_from(["when", "day"]),
-                                             st.one_of(st.text(max_size=30), st.none())))
+@given(
+    record=records,
+    extra=st.dictionaries(
+        st.sampled_from(["when", "day"]), st.one_of(st.text(max_size=30), st.none())
+    ),
+)
 def test_any_record_shapes_to_flat_json_or_fails_clearly(record, extra):
     row, error = shape_or_error(shaper(), {**record, **extra}, 1)
     if row is None:
@@ -141,6 +152,11 @@ def test_known_non_finite_values_name_the_field():
 
 def test_datetimes_keep_their_offset():
     tz = dt.timezone(dt.timedelta(hours=2))
-    row = shaper().shape({"a": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=tz),
-                          "b": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)}, 1)
+    row = shaper().shape(
+        {
+            "a": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=tz),
+            "b": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc),
+        },
+        1,
+    )
     assert row == {"a": "2024-01-02T03:04:05+02:00", "b": "2024-01-02T00:00:00Z"}

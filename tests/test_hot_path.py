@@ -49,8 +49,14 @@ def _outcome(convert: Callable[[str], str], text: str) -> str:
 
 @pytest.mark.parametrize(
     "text",
-    ["2024-13-01T00:00:00Z", "2024-02-30T00:00:00Z", "2024-01-01T24:00:00Z",
-     "2024-01-01T00:60:00Z", "٢٠٢٤-01-01T00:00:00Z", "yesterday"],
+    [
+        "2024-13-01T00:00:00Z",
+        "2024-02-30T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T00:60:00Z",
+        "٢٠٢٤-01-01T00:00:00Z",
+        "yesterday",
+    ],
 )
 def test_datetime_fast_path_rejects_what_the_parser_rejects(text: str) -> None:
     with pytest.raises(ValueError):
@@ -60,20 +66,43 @@ def test_datetime_fast_path_rejects_what_the_parser_rejects(text: str) -> None:
 
 
 def _shaper(**kwargs: object) -> RowShaper:
-    schema = {"properties": {"at": {"type": "string", "format": "date-time"},
-                             "day": {"type": "string", "format": "date"}}}
-    options = {"stream": "s", "schema": schema, "key_properties": ["id"], "flatten": True,
-               "max_depth": 2, "separator": "__", "logger": logging.getLogger("test")}
+    schema = {
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "day": {"type": "string", "format": "date"},
+        }
+    }
+    options = {
+        "stream": "s",
+        "schema": schema,
+        "key_properties": ["id"],
+        "flatten": True,
+        "max_depth": 2,
+        "separator": "__",
+        "logger": logging.getLogger("test"),
+    }
     options.update(kwargs)
     return RowShaper(**options)  # type: ignore[arg-type]
 
 
 def test_cached_field_plans_keep_per_record_results() -> None:
     shaper = _shaper()
-    first = shaper.shape({"id": 1, "at": "2024-01-01T10:00:00.000000Z", "day": "2024-01-02",
-                          "o": {"at": "not a date", "p": {"q": {"r": 1}}}}, 1)
-    assert first == {"id": 1, "at": "2024-01-01T10:00:00Z", "day": "2024-01-02",
-                     "o__at": "not a date", "o__p__q": '{"r":1}'}
+    first = shaper.shape(
+        {
+            "id": 1,
+            "at": "2024-01-01T10:00:00.000000Z",
+            "day": "2024-01-02",
+            "o": {"at": "not a date", "p": {"q": {"r": 1}}},
+        },
+        1,
+    )
+    assert first == {
+        "id": 1,
+        "at": "2024-01-01T10:00:00Z",
+        "day": "2024-01-02",
+        "o__at": "not a date",
+        "o__p__q": '{"r":1}',
+    }
     # Same keys, other shapes of values: the plan is per key, the conversion per value.
     second = shaper.shape({"id": 2, "at": None, "o": {"at": 5, "p": 7}, "new": [1.5]}, 2)
     assert second == {"id": 2, "at": None, "o__at": 5, "o__p": 7, "new": [1.5]}
@@ -87,12 +116,23 @@ def test_cached_field_plans_keep_per_record_results() -> None:
 
 _values = st.recursive(
     st.one_of(
-        st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.text(max_size=8),
         st.floats(allow_nan=True, allow_infinity=True),
         st.decimals(allow_nan=True, allow_infinity=True, places=None),
-        st.sampled_from(["2024-01-01T10:00:00.000000Z", "2024-01-01T10:00:00Z",
-                         "2024-01-01T10:00:00+02:00", "2024-02-30T00:00:00Z", "2024-01-02"]),
-        st.datetimes(), st.dates(),
+        st.sampled_from(
+            [
+                "2024-01-01T10:00:00.000000Z",
+                "2024-01-01T10:00:00Z",
+                "2024-01-01T10:00:00+02:00",
+                "2024-02-30T00:00:00Z",
+                "2024-01-02",
+            ]
+        ),
+        st.datetimes(),
+        st.dates(),
     ),
     lambda children: st.one_of(
         st.lists(children, max_size=3),
@@ -178,8 +218,11 @@ def test_a_new_schema_reroutes_the_fast_path_to_its_new_sink(emulator, config):
     capped = {"id": {"type": "integer"}, "v": {"type": "integer", "maximum": 5}}
     uncapped = {"id": {"type": "integer"}, "v": {"type": "integer"}}
     messages = [
-        schema("s", capped, ["id"]), record("s", id=1, v=1),
-        schema("s", uncapped, ["id"]), record("s", id=2, v=10), state({"done": True}),
+        schema("s", capped, ["id"]),
+        record("s", id=1, v=1),
+        schema("s", uncapped, ["id"]),
+        record("s", id=2, v=10),
+        state({"done": True}),
     ]
     run = run_target(config, messages)
     assert run.returncode == 0, run.stderr

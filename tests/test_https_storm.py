@@ -36,11 +36,19 @@ def test_storm_over_https_loses_and_duplicates_nothing(https_emulator, https_con
     emulator.config.fault_seed = seed
     emulator.config.fault_retry_after = 0  # the storm's 429s carry Retry-After: 0 ...
     no_header = emulator.faults.add("rate_limit", path="/data$", skip=4, times=3)  # ... these none
-    config = {**https_config, "batch_size_rows": 50, "max_records_per_request": 10,
-              "max_retry_seconds": 60, "keyless_resend_wait_seconds": 1}
+    config = {
+        **https_config,
+        "batch_size_rows": 50,
+        "max_records_per_request": 10,
+        "max_retry_seconds": 60,
+        "keyless_resend_wait_seconds": 1,
+    }
     messages = two_streams(300, 200)
-    last = {m["record"]["id"]: m["record"]["value"] for m in messages
-            if m["type"] == "RECORD" and m["stream"] == "orders"}
+    last = {
+        m["record"]["id"]: m["record"]["value"]
+        for m in messages
+        if m["type"] == "RECORD" and m["stream"] == "orders"
+    }
     run = run_target(config, messages, env=NO_PROXY_ENV, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr

@@ -51,15 +51,18 @@ def loader_validator() -> Draft7Validator:
     for folder in ("common", "plugin_definitions"):
         for source in sorted((VENDORED / "schemas" / folder).glob("*.json")):
             schema = json.loads(source.read_text())
-            resources.append((schema["$id"], Resource.from_contents(
-                schema, default_specification=DRAFT7)))
+            resources.append(
+                (schema["$id"], Resource.from_contents(schema, default_specification=DRAFT7))
+            )
     schema = json.loads((VENDORED / "schemas/plugin_definitions/loaders.schema.json").read_text())
     return Draft7Validator(schema, registry=Registry().with_resources(resources))
 
 
 def schema_errors(data: dict[str, Any]) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}"
-            for e in loader_validator().iter_errors(data)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}"
+        for e in loader_validator().iter_errors(data)
+    ]
 
 
 def yamllint_problems(text: str) -> list[str]:
@@ -84,12 +87,27 @@ def test_the_hub_schema_rejects_what_the_hub_rejects() -> None:
 
 def test_hub_file_has_the_gold_loaders_fields() -> None:
     data = definition()
-    for key in ("quality", "logo_url", "supported_python_versions", "domain_url", "keywords",
-                "maintenance_status", "repo", "docs", "label", "description", "pip_url"):
+    for key in (
+        "quality",
+        "logo_url",
+        "supported_python_versions",
+        "domain_url",
+        "keywords",
+        "maintenance_status",
+        "repo",
+        "docs",
+        "label",
+        "description",
+        "pip_url",
+    ):
         assert data.get(key), f"hub file: {key} missing; {FIX}"
     names = {s["name"] for s in data["settings"]}
-    assert {"batch_config.encoding.format", "batch_config.storage.root",
-            "faker_config.locale", "faker_config.seed"} <= names
+    assert {
+        "batch_config.encoding.format",
+        "batch_config.storage.root",
+        "faker_config.locale",
+        "faker_config.seed",
+    } <= names
     assert not names & {"batch_config", "faker_config"}, "nested settings are spelled out"
     logo = ROOT / "hub" / data["logo_url"].removeprefix("/")
     assert logo.suffix == ".svg"
@@ -109,7 +127,8 @@ def test_hub_formatter_leaves_the_file_unchanged(tmp_path: Path) -> None:
     """The Hub's hub_utils/yaml_lint.py sorts keys, capabilities and settings: a fixed point."""
     sys.modules.setdefault("uv", types.ModuleType("uv"))  # only its yamllint runner needs uv
     spec = importlib.util.spec_from_file_location(
-        "hub_yaml_lint", VENDORED / "hub-utils" / "hub_utils" / "yaml_lint.py")
+        "hub_yaml_lint", VENDORED / "hub-utils" / "hub_utils" / "yaml_lint.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -132,8 +151,9 @@ def hub_checkout(root: Path, maintainers: str) -> Path:
 
 
 def run_hub_script(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPTS / name)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name)], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.timeout(300)
@@ -172,28 +192,44 @@ def test_settings_added_later_still_pass_the_hub_checks() -> None:
     """The generator keeps the Hub format for settings other branches add (a nested object,
     a secret, a number, an enum): the lead only reruns scripts/plugin_definitions.py."""
     spec = importlib.util.spec_from_file_location(
-        "plugin_definitions", ROOT / "scripts" / "plugin_definitions.py")
+        "plugin_definitions", ROOT / "scripts" / "plugin_definitions.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    info = json.loads(subprocess.run(
-        [generator.EXECUTABLE, "--about", "--format=json"],
-        capture_output=True, text=True, check=True, timeout=60).stdout)
-    info["settings"]["properties"].update({
-        "zz_store": {"type": ["object", "null"], "description": "A nested object.", "properties": {
-            "path": {"type": ["string", "null"], "description": "Where."},
-            "mode": {"type": ["string", "null"], "enum": ["a", "b"], "default": "a"}}},
-        "aa_wait_seconds": {"type": ["number", "null"], "default": 2.5, "description": "Wait."},
-        "token": {"type": ["string", "null"], "secret": True, "description": "Another secret."},
-    })
+    info = json.loads(
+        subprocess.run(
+            [generator.EXECUTABLE, "--about", "--format=json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    info["settings"]["properties"].update(
+        {
+            "zz_store": {
+                "type": ["object", "null"],
+                "description": "A nested object.",
+                "properties": {
+                    "path": {"type": ["string", "null"], "description": "Where."},
+                    "mode": {"type": ["string", "null"], "enum": ["a", "b"], "default": "a"},
+                },
+            },
+            "aa_wait_seconds": {"type": ["number", "null"], "default": 2.5, "description": "Wait."},
+            "token": {"type": ["string", "null"], "secret": True, "description": "Another secret."},
+        }
+    )
     hub, loader = generator.definitions(info)
     data = yaml.safe_load(generator.hub_text(hub))
     assert schema_errors(data) == []
     assert yamllint_problems(generator.hub_text(hub)) == []
     by_name = {s["name"]: s for s in data["settings"]}
-    assert by_name["zz_store.mode"]["options"] == [{"label": "A", "value": "a"},
-                                                   {"label": "B", "value": "b"}]
+    assert by_name["zz_store.mode"]["options"] == [
+        {"label": "A", "value": "a"},
+        {"label": "B", "value": "b"},
+    ]
     assert by_name["token"]["sensitive"] is True
     assert by_name["aa_wait_seconds"]["kind"] == "integer"
     assert "zz_store" not in by_name

@@ -30,8 +30,14 @@ def events(n: int = 30) -> list[dict[str, Any]]:
 
 
 def keyless_config(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {**config, "batch_size_rows": 10, "max_records_per_request": 10,
-            "max_retry_seconds": 30, "keyless_resend_wait_seconds": 1, **extra}
+    return {
+        **config,
+        "batch_size_rows": 10,
+        "max_records_per_request": 10,
+        "max_retry_seconds": 30,
+        "keyless_resend_wait_seconds": 1,
+        **extra,
+    }
 
 
 def intercept(emulator: Emulator, handler: Handler) -> None:
@@ -59,9 +65,15 @@ def is_list(request: Request) -> bool:
 def foreign_post(path: str, n: int, handle: Callable[[Request], Response]) -> None:
     """Another client writes `n` rows to the same dataset."""
     body = json.dumps({"records": [{"id": 1000 + i, "who": "them"} for i in range(n)]})
-    answer = handle(Request("POST", path, "", {"x-api-key": API_KEY,
-                                               "content-type": "application/json"},
-                            body.encode()))
+    answer = handle(
+        Request(
+            "POST",
+            path,
+            "",
+            {"x-api-key": API_KEY, "content-type": "application/json"},
+            body.encode(),
+        )
+    )
     assert answer.status == 200
 
 
@@ -184,8 +196,11 @@ def test_the_look_lasts_keyless_resend_wait_seconds_then_resends(emulator, confi
     assert run.returncode == 0, run.stderr[-3000:]
     first, resent = data_posts(emulator)
     assert resent.time - first.time >= 2.0
-    looks = [r for r in emulator.request_log
-             if r.path.endswith("/ingestions") and first.time <= r.time <= resent.time]
+    looks = [
+        r
+        for r in emulator.request_log
+        if r.path.endswith("/ingestions") and first.time <= r.time <= resent.time
+    ]
     assert 2 <= len(looks) <= 6  # bounded polling: a back-off, not a busy loop
     ours, _ = rows_by_writer(emulator)
     assert ours == Counter(range(1, 11))
@@ -206,16 +221,23 @@ def test_setting_is_declared():
 class FakeClient:
     """Answers the list (newest or oldest first, `per_page` a page) and details."""
 
-    def __init__(self, items: list[tuple[str, Any, int]], *, oldest_first: bool = False,
-                 per_page: int = 100, refuse_page_size: bool = False) -> None:
+    def __init__(
+        self,
+        items: list[tuple[str, Any, int]],
+        *,
+        oldest_first: bool = False,
+        per_page: int = 100,
+        refuse_page_size: bool = False,
+    ) -> None:
         self.items = items  # (id, timestamp, received), oldest first
         self.oldest_first = oldest_first
         self.per_page = per_page
         self.refuse_page_size = refuse_page_size
         self.calls: list[tuple[int, int | None]] = []
 
-    def list_ingestions(self, dataset_id: str, *, page: int = 1,
-                        page_size: int | None = 100) -> dict[str, Any]:
+    def list_ingestions(
+        self, dataset_id: str, *, page: int = 1, page_size: int | None = 100
+    ) -> dict[str, Any]:
         from target_databox.errors import DataboxApiError
 
         self.calls.append((page, page_size))
@@ -223,9 +245,11 @@ class FakeClient:
             raise DataboxApiError(operation="ingestion status listing", status=400)
         size = min(page_size or self.per_page, self.per_page)
         ordered = self.items if self.oldest_first else self.items[::-1]
-        chunk = ordered[(page - 1) * size: page * size]
-        return {"ingestions": [{"ingestionId": i, "timestamp": t} for i, t, _ in chunk],
-                "pagination": {"page": page, "pageSize": size, "totalItems": len(self.items)}}
+        chunk = ordered[(page - 1) * size : page * size]
+        return {
+            "ingestions": [{"ingestionId": i, "timestamp": t} for i, t, _ in chunk],
+            "pagination": {"page": page, "pageSize": size, "totalItems": len(self.items)},
+        }
 
     def get_ingestion(self, dataset_id: str, ingestion_id: str) -> dict[str, Any]:
         received = next(r for i, _, r in self.items if i == ingestion_id)
@@ -237,8 +261,9 @@ def finder_for(client: FakeClient):
 
     from target_databox.keyless import OriginalFinder
 
-    return OriginalFinder(client, wait_seconds=0, logger=logging.getLogger("test"),
-                          sleep=lambda s: None)
+    return OriginalFinder(
+        client, wait_seconds=0, logger=logging.getLogger("test"), sleep=lambda s: None
+    )
 
 
 def handle():
@@ -251,8 +276,9 @@ def test_finder_reads_the_last_page_of_an_oldest_first_list():
     from target_databox.keyless import SendWindow
 
     old = [(f"old-{n}", "2026-01-01T00:00:00Z", 10) for n in range(150)]
-    client = FakeClient([*old, ("ours", "2026-06-01T12:00:01.500Z", 10)],
-                        oldest_first=True, per_page=100)
+    client = FakeClient(
+        [*old, ("ours", "2026-06-01T12:00:01.500Z", 10)], oldest_first=True, per_page=100
+    )
     dataset = handle()
     finder = finder_for(client)
     dataset.known_ingestions.update(finder.known_ids(dataset))
@@ -268,18 +294,26 @@ def test_finder_falls_back_to_databox_page_size_after_a_400():
 
     client = FakeClient([("ours", 1_780_000_000_000, 5)], refuse_page_size=True)  # epoch ms
     dataset = handle()
-    found = finder_for(client).find(dataset, 5, SendWindow(1_780_000_000, 1_780_000_000.5),
-                                    deadline=1e18)
+    found = finder_for(client).find(
+        dataset, 5, SendWindow(1_780_000_000, 1_780_000_000.5), deadline=1e18
+    )
     assert found == "ours"
     assert client.calls == [(1, 100), (1, None)]
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("2026-06-01T12:00:00Z", 1780315200.0), ("2026-06-01T12:00:00.250+00:00", 1780315200.25),
-     ("2026-06-01T14:00:00+02:00", 1780315200.0), ("2026-06-01 12:00:00", 1780315200.0),
-     (1780315200, 1780315200.0), (1780315200250, 1780315200.25),
-     ("yesterday", None), (None, None), (True, None)],
+    [
+        ("2026-06-01T12:00:00Z", 1780315200.0),
+        ("2026-06-01T12:00:00.250+00:00", 1780315200.25),
+        ("2026-06-01T14:00:00+02:00", 1780315200.0),
+        ("2026-06-01 12:00:00", 1780315200.0),
+        (1780315200, 1780315200.0),
+        (1780315200250, 1780315200.25),
+        ("yesterday", None),
+        (None, None),
+        (True, None),
+    ],
 )
 def test_timestamp_forms(value, expected):
     from target_databox.keyless import _epoch

@@ -68,8 +68,7 @@ def test_a_bad_key_fails_when_the_run_starts_not_before(emulator, config):
 
 
 def test_a_run_starts_its_threads_and_restores_the_switch_interval(emulator, config):
-    target = TargetDatabox(config={**config, "batch_size_rows": 10,
-                                   "progress_interval_seconds": 1})
+    target = TargetDatabox(config={**config, "batch_size_rows": 10, "progress_interval_seconds": 1})
     target.listen(io.StringIO(messages(35)))
     assert sys.getswitchinterval() == ORIGINAL_INTERVAL
     dataset = emulator.find_dataset("items")
@@ -101,7 +100,9 @@ def test_bad_input_mid_run_restores_the_switch_interval(emulator, config):
 def test_the_cli_restores_the_switch_interval_on_its_error_exit(emulator, config, tmp_path):
     path = write_config({**config, "batch_size_rows": 10}, str(tmp_path))
     result = CliRunner().invoke(
-        TargetDatabox.cli, ["--config", path], input=messages(25, then=["[1, 2]"]),
+        TargetDatabox.cli,
+        ["--config", path],
+        input=messages(25, then=["[1, 2]"]),
     )
     assert result.exit_code == 1, result.output
     assert sys.getswitchinterval() == ORIGINAL_INTERVAL

@@ -33,8 +33,14 @@ DOCTOR_REPORT = os.environ.get("TARGET_DATABOX_DOCTOR_REPORT") or "output/live-d
 
 STREAM = "smoke_orders"
 RECORDS = [
-    {"order_id": i, "customer": f"customer-{i}", "total": i * 10.5, "paid": i % 2 == 0,
-     "ordered_at": f"2026-11-0{i}T09:30:00Z", "tags": ["smoke", f"n{i}"]}
+    {
+        "order_id": i,
+        "customer": f"customer-{i}",
+        "total": i * 10.5,
+        "paid": i % 2 == 0,
+        "ordered_at": f"2026-11-0{i}T09:30:00Z",
+        "tags": ["smoke", f"n{i}"],
+    }
     for i in range(1, 6)
 ]
 PROPERTIES = {
@@ -63,8 +69,12 @@ def doctor(api_key: str, api_url: str, account_id: int | None, report_path: str)
     os.makedirs(os.path.dirname(report_path) or ".", exist_ok=True)
     path = write_config(config)
     try:
-        proc = subprocess.run([EXECUTABLE, "--config", path, "--doctor", "--doctor-json",
-                               report_path], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [EXECUTABLE, "--config", path, "--doctor", "--doctor-json", report_path],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         os.unlink(path)
     assert api_key not in proc.stdout + proc.stderr, "the API key leaked into the output"
@@ -80,18 +90,21 @@ def smoke(api_key: str, api_url: str, account_id: int | None) -> None:
     """Load RECORDS into a fresh data source, check them in Databox, delete the data source."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     title = f"target-databox smoke {stamp} {uuid.uuid4().hex[:8]}"
-    config: dict[str, Any] = {"api_key": api_key, "api_url": api_url,
-                              "data_source_name": title}
+    config: dict[str, Any] = {"api_key": api_key, "api_url": api_url, "data_source_name": title}
     if account_id is not None:
         config["account_id"] = account_id
     final = {"bookmarks": {STREAM: {"order_id": 5}}}
     client = DataboxClient(api_key, api_url=api_url, pacer=RequestPacer(5, 1000))
     try:
-        run = run_target(config, [
-            schema(STREAM, PROPERTIES, ["order_id"]),
-            *(record(STREAM, **r) for r in RECORDS),
-            state(final),
-        ], timeout=600)
+        run = run_target(
+            config,
+            [
+                schema(STREAM, PROPERTIES, ["order_id"]),
+                *(record(STREAM, **r) for r in RECORDS),
+                state(final),
+            ],
+            timeout=600,
+        )
         assert api_key not in run.stdout + run.stderr, "the API key leaked into the output"
         assert run.returncode == 0, run.stderr[-4000:]
         assert run.states == [final], "STATE is released only after every record is verified"
@@ -103,12 +116,15 @@ def smoke(api_key: str, api_url: str, account_id: int | None) -> None:
         dataset_id = datasets[0]["id"]
         listing = client.list_ingestions(dataset_id)["ingestions"]
         assert listing
-        counts = [client.get_ingestion(dataset_id, i["ingestionId"])["metrics"]
-                  ["ingestionMetrics"] for i in listing]
+        counts = [
+            client.get_ingestion(dataset_id, i["ingestionId"])["metrics"]["ingestionMetrics"]
+            for i in listing
+        ]
         assert sum(c["receivedRecordsCount"] for c in counts) == len(RECORDS)
         assert sum(c["rejectedRecordsCount"] for c in counts) == 0
-        assert sum(c["appendedRecordsCount"] + c["overwrittenRecordsCount"]
-                   for c in counts) == len(RECORDS)
+        assert sum(c["appendedRecordsCount"] + c["overwrittenRecordsCount"] for c in counts) == len(
+            RECORDS
+        )
     finally:
         leftover = data_source_titled(client, title)
         if leftover is not None:
@@ -118,8 +134,10 @@ def smoke(api_key: str, api_url: str, account_id: int | None) -> None:
 
 
 @pytest.mark.live
-@pytest.mark.skipif(not os.environ.get("TARGET_DATABOX_API_KEY"),
-                    reason="set TARGET_DATABOX_API_KEY to run the live smoke test")
+@pytest.mark.skipif(
+    not os.environ.get("TARGET_DATABOX_API_KEY"),
+    reason="set TARGET_DATABOX_API_KEY to run the live smoke test",
+)
 def test_live_smoke() -> None:
     account = os.environ.get("TARGET_DATABOX_ACCOUNT_ID")
     key = os.environ["TARGET_DATABOX_API_KEY"]
@@ -136,6 +154,7 @@ def test_smoke_steps_against_the_emulator(emulator: Emulator, tmp_path) -> None:
     before = len(emulator.request_log)
     smoke(API_KEY, emulator.url, None)
     assert emulator.data_sources() == []  # created, loaded, verified, deleted
-    posts = [r for r in emulator.request_log[before:]
-             if r.method == "POST" and r.path.endswith("/data")]
+    posts = [
+        r for r in emulator.request_log[before:] if r.method == "POST" and r.path.endswith("/data")
+    ]
     assert sum(r.records or 0 for r in posts) == len(RECORDS)

@@ -124,7 +124,9 @@ def test_version_announced_after_its_records_replaces_the_older_rows(emulator, c
     run = run_target(config, messages)
     assert run.returncode == 0, run.stderr
     assert sorted((r["id"], r["name"]) for r in rows_of(emulator, "catalog")) == [
-        (1, "v7"), (2, "v7")]
+        (1, "v7"),
+        (2, "v7"),
+    ]
     assert len(purges(emulator)) == 1
 
 

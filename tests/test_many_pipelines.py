@@ -49,8 +49,9 @@ class Outcome:
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    emu = Emulator(EmulatorConfig(api_key=API_KEY, port=0, rate_per_second=PER_SECOND,
-                                  rate_per_hour=10_000))
+    emu = Emulator(
+        EmulatorConfig(api_key=API_KEY, port=0, rate_per_second=PER_SECOND, rate_per_hour=10_000)
+    )
     emu.start()
     try:
         yield emu
@@ -59,34 +60,48 @@ def emulator() -> Iterator[Emulator]:
 
 
 def messages(run: int) -> str:
-    return to_lines([
-        schema("orders", {"id": {"type": "integer"}, "amount": {"type": "number"}}, ["id"]),
-        *(record("orders", id=n, amount=n * 1.5 + run) for n in range(RECORDS)),
-        state({"run": run, "done": True}),
-    ])
+    return to_lines(
+        [
+            schema("orders", {"id": {"type": "integer"}, "amount": {"type": "number"}}, ["id"]),
+            *(record("orders", id=n, amount=n * 1.5 + run) for n in range(RECORDS)),
+            state({"run": run, "done": True}),
+        ]
+    )
 
 
 def run_many(
-    emulator: Emulator, store: str, workdir: Path,
+    emulator: Emulator,
+    store: str,
+    workdir: Path,
     during: Callable[[Emulator], None] | None = None,
 ) -> Outcome:
     """Start the runs together (each into its own data source), wait for all of them."""
     procs = []
     for run in range(RUNS):
         config = {
-            "api_key": API_KEY, "api_url": emulator.url, "data_source_name": f"run-{run}",
-            "max_records_per_request": 10, "rate_limit_store": store,
+            "api_key": API_KEY,
+            "api_url": emulator.url,
+            "data_source_name": f"run-{run}",
+            "max_records_per_request": 10,
+            "rate_limit_store": store,
             "progress_interval_seconds": 0,
         }
         (workdir / f"{run}.json").write_text(json.dumps(config))
         (workdir / f"{run}.in").write_text(messages(run))
-        with (workdir / f"{run}.in").open() as stdin, \
-                (workdir / f"{run}.out").open("w") as out, \
-                (workdir / f"{run}.err").open("w") as err:
-            procs.append(subprocess.Popen(
-                [EXECUTABLE, "--config", str(workdir / f"{run}.json")],
-                stdin=stdin, stdout=out, stderr=err, env=dict(os.environ),
-            ))
+        with (
+            (workdir / f"{run}.in").open() as stdin,
+            (workdir / f"{run}.out").open("w") as out,
+            (workdir / f"{run}.err").open("w") as err,
+        ):
+            procs.append(
+                subprocess.Popen(
+                    [EXECUTABLE, "--config", str(workdir / f"{run}.json")],
+                    stdin=stdin,
+                    stdout=out,
+                    stderr=err,
+                    env=dict(os.environ),
+                )
+            )
     try:
         if during is not None:
             during(emulator)
@@ -101,7 +116,9 @@ def run_many(
     assert_key_hidden(*stdouts, *stderrs)
     log = [r for r in emulator.request_log if not r.path.startswith("/_emulator")]
     return Outcome(
-        codes, stdouts, stderrs,
+        codes,
+        stdouts,
+        stderrs,
         sorted(r.time for r in log if r.status != 429),
         sum(1 for r in log if r.status == 429),
     )
@@ -122,13 +139,16 @@ def assert_everything_landed(emulator: Emulator, outcome: Outcome) -> None:
 def report(label: str, outcome: Outcome, capsys: pytest.CaptureFixture[str]) -> None:
     """Shown in the test log even without -s: the baseline's 429 count is a result."""
     with capsys.disabled():
-        print(f"\n{label}: {len(outcome.admitted)} requests answered, {outcome.rate_limited} "
-              f"429s, {outcome.fraction:.3f} of the key's {PER_SECOND}/s")
+        print(
+            f"\n{label}: {len(outcome.admitted)} requests answered, {outcome.rate_limited} "
+            f"429s, {outcome.fraction:.3f} of the key's {PER_SECOND}/s"
+        )
 
 
 @pytest.mark.timeout(240)
-def test_three_runs_sharing_a_sqlite_budget_get_no_429(emulator: Emulator, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]):
+def test_three_runs_sharing_a_sqlite_budget_get_no_429(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     outcome = run_many(emulator, f"sqlite://{tmp_path / 'budget.sqlite'}", tmp_path)
     report("SQLite store", outcome, capsys)
     assert_everything_landed(emulator, outcome)
@@ -138,8 +158,9 @@ def test_three_runs_sharing_a_sqlite_budget_get_no_429(emulator: Emulator, tmp_p
 
 
 @pytest.mark.timeout(240)
-def test_three_runs_sharing_a_redis_budget_get_no_429(emulator: Emulator, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]):
+def test_three_runs_sharing_a_redis_budget_get_no_429(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     with redis_server(tmp_path) as redis:
         outcome = run_many(emulator, redis.url, tmp_path)
     report("Redis store", outcome, capsys)
@@ -177,8 +198,9 @@ def stop_when(emulator: Emulator, redis: RedisServer, *, requests: int) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_without_a_shared_store_the_same_runs_get_429s(emulator: Emulator, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]):
+def test_without_a_shared_store_the_same_runs_get_429s(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     """The baseline: each run paces itself as if alone. Retries still land everything."""
     outcome = run_many(emulator, "memory", tmp_path)
     report("No shared store (baseline)", outcome, capsys)
@@ -193,8 +215,11 @@ def test_an_unreachable_store_fails_the_run_before_reading_input(
     from tests.support import run_target
 
     port = free_port()
-    config: dict[str, Any] = {"api_key": API_KEY, "api_url": emulator.url,
-                              "rate_limit_store": f"redis://:pw-77q@127.0.0.1:{port}/0"}
+    config: dict[str, Any] = {
+        "api_key": API_KEY,
+        "api_url": emulator.url,
+        "rate_limit_store": f"redis://:pw-77q@127.0.0.1:{port}/0",
+    }
     run = run_target(config, messages(0))
     assert run.returncode == 1
     assert run.stdout == ""
@@ -215,11 +240,18 @@ def test_the_shared_budget_benchmark_runs_every_case(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "shared_budget.py"
     done = subprocess.run(
         [sys.executable, str(script), "--runs", "2", "--records", "15"],
-        capture_output=True, text=True, timeout=280, check=False,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines()
-            if line.startswith(("one run alone", "2 runs"))]
+    rows = [
+        line for line in done.stdout.splitlines() if line.startswith(("one run alone", "2 runs"))
+    ]
     assert [row.split("  ")[0] for row in rows] == [
-        "one run alone", "2 runs, no shared store (baseline)", "2 runs, SQLite store",
-        "2 runs, Redis store"]
+        "one run alone",
+        "2 runs, no shared store (baseline)",
+        "2 runs, SQLite store",
+        "2 runs, Redis store",
+    ]

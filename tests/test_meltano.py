@@ -59,11 +59,16 @@ class Meltano:
             "MELTANO_CLI_LOG_LEVEL": "info",
         }
 
-    def __call__(self, *args: str, env: Mapping[str, str] | None = None,
-                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [self.executable, *args], cwd=self.cwd, capture_output=True, text=True,
-            timeout=timeout, env={**self.env, **(env or {})},
+            [self.executable, *args],
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
         )
         assert_key_hidden(proc.stdout, proc.stderr)
         assert proc.returncode == 0, (
@@ -73,13 +78,16 @@ class Meltano:
 
     def state(self, state_id: str) -> dict[str, Any]:
         out = self("state", "get", state_id).stdout
-        return json.loads(out[out.index("{"):])
+        return json.loads(out[out.index("{") :])
 
 
 @pytest.fixture(scope="module")
 def meltano(tmp_path_factory: pytest.TempPathFactory) -> Meltano:
-    require(None if os.access(MELTANO, os.X_OK) else
-            f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)")
+    require(
+        None
+        if os.access(MELTANO, os.X_OK)
+        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
+    )
     cli = Meltano(MELTANO, tmp_path_factory.mktemp("meltano-sys"))
     cli("install", timeout=900)
     return cli
@@ -110,10 +118,11 @@ def received_per_run(emulator: Emulator, dataset_id: str, before: int) -> int:
 
 def test_installed_plugin_is_this_checkout(meltano: Meltano) -> None:
     """`meltano invoke` runs the editable install of this repository (pip_url `-e .`)."""
-    local = subprocess.run([EXECUTABLE, "--about", "--format=json"],
-                           capture_output=True, text=True, check=True).stdout
+    local = subprocess.run(
+        [EXECUTABLE, "--about", "--format=json"], capture_output=True, text=True, check=True
+    ).stdout
     invoked = meltano("invoke", "target-databox", "--about", "--format=json").stdout
-    assert json.loads(invoked[invoked.index("{"):]) == json.loads(local)
+    assert json.loads(invoked[invoked.index("{") :]) == json.loads(local)
 
 
 def about_setting_names(about: dict[str, Any]) -> tuple[set[str], set[str]]:
@@ -149,7 +158,7 @@ def test_extractor_definitions_declare_every_setting_of_the_installed_tap(
     """meltano.yml declares each setting the installed tap reports, its secrets sensitive (an
     undeclared secret would be written to meltano.yml in plain text by `meltano config set`)."""
     out = meltano("invoke", tap, "--about", "--format=json").stdout
-    names, secrets = about_setting_names(json.loads(out[out.index("{"):]))
+    names, secrets = about_setting_names(json.loads(out[out.index("{") :]))
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     plugin = next(p for p in project["plugins"]["extractors"] if p["name"] == tap)
     declared = {s["name"]: s for s in plugin["settings"]}
@@ -168,12 +177,23 @@ def test_tap_jsonl_to_databox_and_incremental_rerun(
     rerun re-reads every file: the check is then that re-sent keyed records overwrite their
     rows instead of duplicating them. The incremental rerun is tested with tap-postgres.
     """
+
     def write(name: str, ids: range) -> Path:
         path = tmp_path / name
-        path.write_text("".join(json.dumps({
-            "id": i, "name": f"event-{i}", "amount": i * 1.5,
-            "at": (T0 + timedelta(hours=i)).isoformat(),
-        }) + "\n" for i in ids))
+        path.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "id": i,
+                        "name": f"event-{i}",
+                        "amount": i * 1.5,
+                        "at": (T0 + timedelta(hours=i)).isoformat(),
+                    }
+                )
+                + "\n"
+                for i in ids
+            )
+        )
         return path
 
     day1 = write("day1.jsonl", range(1, 8))
@@ -207,7 +227,9 @@ def test_tap_jsonl_to_databox_and_incremental_rerun(
     stored = meltano.state("dev:tap-jsonl-to-target-databox")
     partitions = stored["singer_state"]["bookmarks"]["events"]["partitions"]
     assert sorted(p["context"]["_sdc_filename"] for p in partitions) == [
-        str(day1), str(tmp_path / "day2.jsonl")]
+        str(day1),
+        str(tmp_path / "day2.jsonl"),
+    ]
 
 
 def test_tap_postgres_to_databox_and_incremental_rerun(
@@ -232,8 +254,14 @@ def test_tap_postgres_to_databox_and_incremental_rerun(
         "TAP_POSTGRES_DATABASE": pg.database,
         "TAP_POSTGRES_FILTER_SCHEMAS": '["public"]',
         "TAP_POSTGRES__SELECT": '["public-orders.*"]',
-        "TAP_POSTGRES__METADATA": json.dumps({"public-orders": {
-            "replication-method": "INCREMENTAL", "replication-key": "updated_at"}}),
+        "TAP_POSTGRES__METADATA": json.dumps(
+            {
+                "public-orders": {
+                    "replication-method": "INCREMENTAL",
+                    "replication-key": "updated_at",
+                }
+            }
+        ),
     }
     meltano("run", "tap-postgres", "target-databox", env=env)
 
@@ -283,10 +311,12 @@ def test_two_meltano_runs_share_one_keys_budget_through_the_store(
         CREATE TABLE budget_events (id integer PRIMARY KEY, note text NOT NULL);
         INSERT INTO budget_events SELECT i, 'pg-' || i FROM generate_series(0, 59) AS i;
     """)
-    (tmp_path / "events.jsonl").write_text("".join(
-        json.dumps({"id": i, "note": f"jsonl-{i}"}) + "\n" for i in range(60)))
-    emulator = Emulator(EmulatorConfig(api_key=API_KEY, port=0, rate_per_second=10,
-                                       rate_per_hour=10_000))
+    (tmp_path / "events.jsonl").write_text(
+        "".join(json.dumps({"id": i, "note": f"jsonl-{i}"}) + "\n" for i in range(60))
+    )
+    emulator = Emulator(
+        EmulatorConfig(api_key=API_KEY, port=0, rate_per_second=10, rate_per_hour=10_000)
+    )
     emulator.start()
     store = f"sqlite://{tmp_path / 'budget.sqlite'}"
     shared = {
@@ -296,15 +326,19 @@ def test_two_meltano_runs_share_one_keys_budget_through_the_store(
     }
     jobs = {
         "tap-postgres": {
-            **target_env(emulator, "job postgres"), **shared,
-            "TAP_POSTGRES_HOST": pg.host, "TAP_POSTGRES_PORT": str(pg.port),
-            "TAP_POSTGRES_USER": pg.user, "TAP_POSTGRES_PASSWORD": pg.password,
+            **target_env(emulator, "job postgres"),
+            **shared,
+            "TAP_POSTGRES_HOST": pg.host,
+            "TAP_POSTGRES_PORT": str(pg.port),
+            "TAP_POSTGRES_USER": pg.user,
+            "TAP_POSTGRES_PASSWORD": pg.password,
             "TAP_POSTGRES_DATABASE": pg.database,
             "TAP_POSTGRES_FILTER_SCHEMAS": '["public"]',
             "TAP_POSTGRES__SELECT": '["public-budget_events.*"]',
         },
         "tap-jsonl": {
-            **target_env(emulator, "job jsonl"), **shared,
+            **target_env(emulator, "job jsonl"),
+            **shared,
             "TAP_JSONL_PATH": str(tmp_path / "*.jsonl"),
             "TAP_JSONL_STREAM_NAME": "events",
             "TAP_JSONL_PRIMARY_KEYS": '["id"]',
@@ -314,11 +348,15 @@ def test_two_meltano_runs_share_one_keys_budget_through_the_store(
     try:
         for tap, env in jobs.items():
             with (tmp_path / f"{tap}.err").open("w") as err:
-                procs.append(subprocess.Popen(
-                    [meltano.executable, "run", tap, "target-databox"],
-                    cwd=ROOT, env={**meltano.env, **env}, stdout=subprocess.DEVNULL,
-                    stderr=err,
-                ))
+                procs.append(
+                    subprocess.Popen(
+                        [meltano.executable, "run", tap, "target-databox"],
+                        cwd=ROOT,
+                        env={**meltano.env, **env},
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
         codes = [proc.wait(timeout=600) for proc in procs]
         logs = [(tmp_path / f"{tap}.err").read_text() for tap in jobs]
         assert_key_hidden(*logs)
@@ -344,8 +382,11 @@ def test_two_meltano_runs_share_one_keys_budget_through_the_store(
 def test_meltano_invoke_doctor(meltano: Meltano, emulator: Emulator, tmp_path: Path) -> None:
     """`meltano invoke target-databox --doctor` reaches the doctor with Meltano's settings."""
     report = tmp_path / "doctor.json"
-    env = {"TARGET_DATABOX_API_KEY": API_KEY, "TARGET_DATABOX_API_URL": emulator.url,
-           "TARGET_DATABOX_MAX_REQUESTS_PER_SECOND": "500"}
+    env = {
+        "TARGET_DATABOX_API_KEY": API_KEY,
+        "TARGET_DATABOX_API_URL": emulator.url,
+        "TARGET_DATABOX_MAX_REQUESTS_PER_SECOND": "500",
+    }
     proc = meltano("invoke", "target-databox", "--doctor", "--doctor-json", str(report), env=env)
     assert "Recommended settings" in proc.stdout
     assert json.loads(report.read_text())["recommended_config"]["max_records_per_request"] == 100

@@ -35,15 +35,25 @@ def project_plugin(project: Path, kind: str, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Meltano, Path]:
     """A project made by `meltano init`, with both plugins added from references, installed."""
-    require(None if os.access(MELTANO, os.X_OK) else
-            f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)")
+    require(
+        None
+        if os.access(MELTANO, os.X_OK)
+        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
+    )
     base = tmp_path_factory.mktemp("meltano-hub")
     Meltano(MELTANO, base / "sys", cwd=base)("init", "project", "--no-usage-stats")
     project = base / "project"
     meltano = Meltano(MELTANO, base / "sys", cwd=project)
 
-    meltano("add", "--plugin-type", "loader", "--from-ref", str(HUB_FILE), "--no-install",
-            "target-databox")
+    meltano(
+        "add",
+        "--plugin-type",
+        "loader",
+        "--from-ref",
+        str(HUB_FILE),
+        "--no-install",
+        "target-databox",
+    )
     added = project_plugin(project, "loaders", "target-databox")
     hub = yaml.safe_load(HUB_FILE.read_text())
     assert added["pip_url"] == hub["pip_url"] == "target-databox-ingestion"
@@ -57,8 +67,9 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Meltano, Path]:
     tap = next(p for p in ours["plugins"]["extractors"] if p["name"] == "tap-jsonl")
     ref = base / "tap-jsonl.yml"
     ref.write_text(yaml.safe_dump({k: v for k, v in tap.items() if k != "config"}))
-    meltano("add", "--plugin-type", "extractor", "--from-ref", str(ref), "--no-install",
-            "tap-jsonl")
+    meltano(
+        "add", "--plugin-type", "extractor", "--from-ref", str(ref), "--no-install", "tap-jsonl"
+    )
 
     meltano("install", timeout=900)
     return meltano, project
@@ -66,10 +77,15 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Meltano, Path]:
 
 def test_invoke_about_is_this_checkout(fresh: tuple[Meltano, Path]) -> None:
     meltano, _ = fresh
-    local = subprocess.run([EXECUTABLE, "--about", "--format=json"],
-                           capture_output=True, text=True, check=True, timeout=60).stdout
+    local = subprocess.run(
+        [EXECUTABLE, "--about", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     invoked = meltano("invoke", "target-databox", "--about", "--format=json").stdout
-    assert json.loads(invoked[invoked.index("{"):]) == json.loads(local)
+    assert json.loads(invoked[invoked.index("{") :]) == json.loads(local)
 
 
 def test_config_list_shows_the_hub_settings_and_redacts_the_key(
@@ -93,8 +109,9 @@ def test_meltano_run_into_the_emulator(
     meltano, _ = fresh
     meltano("config", "set", "target-databox", "api_key", "--", API_KEY)  # into .env
     source = tmp_path / "orders.jsonl"
-    source.write_text("".join(json.dumps({"order_id": i, "total": i * 2.5}) + "\n"
-                              for i in range(1, 6)))
+    source.write_text(
+        "".join(json.dumps({"order_id": i, "total": i * 2.5}) + "\n" for i in range(1, 6))
+    )
     env = {
         "TARGET_DATABOX_API_URL": emulator.url,
         "TARGET_DATABOX_DATA_SOURCE_NAME": "Hub fresh project",

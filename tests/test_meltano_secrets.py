@@ -25,10 +25,17 @@ from tests.test_meltano import MELTANO, Meltano, require
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
 def target_secrets() -> set[str]:
     """The target's secrets, from its `--about` (other settings may join api_key)."""
-    about = subprocess.run([EXECUTABLE, "--about", "--format=json"], capture_output=True,
-                           text=True, check=True, timeout=60).stdout
+    about = subprocess.run(
+        [EXECUTABLE, "--about", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     properties = json.loads(about)["settings"]["properties"]
     return {name for name, schema in properties.items() if schema.get("secret")}
 
@@ -39,9 +46,13 @@ def target_secrets() -> set[str]:
 EXPECTED_SECRETS = {
     "target-databox": target_secrets(),
     "tap-postgres": {
-        "password", "sqlalchemy_url", "ssh_tunnel.private_key",
-        "ssh_tunnel.private_key_password", "ssl_certificate_authority",
-        "ssl_client_certificate", "ssl_client_private_key",
+        "password",
+        "sqlalchemy_url",
+        "ssh_tunnel.private_key",
+        "ssh_tunnel.private_key_password",
+        "ssl_certificate_authority",
+        "ssl_client_certificate",
+        "ssl_client_private_key",
     },
     "tap-jsonl": set(),
 }
@@ -71,7 +82,9 @@ def test_env_and_meltano_dir_are_ignored_by_git() -> None:
         require("git and a git checkout are needed to ask git what it ignores")
     proc = subprocess.run(
         ["git", "-C", str(ROOT), "check-ignore", "--no-index", ".env", ".meltano/run/x"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.stdout.split() == [".env", ".meltano/run/x"], proc.stdout + proc.stderr
 
@@ -80,8 +93,11 @@ def test_env_and_meltano_dir_are_ignored_by_git() -> None:
 def test_config_set_puts_every_secret_in_dotenv_and_config_list_redacts_it(
     tmp_path: Path,
 ) -> None:
-    require(None if os.access(MELTANO, os.X_OK) else
-            f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)")
+    require(
+        None
+        if os.access(MELTANO, os.X_OK)
+        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
+    )
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "meltano.yml", project / "meltano.yml")

@@ -34,8 +34,7 @@ def metric(stderr: str, name: str, stream: str) -> int:
 
 @pytest.mark.timeout(60)
 def test_the_summary_names_the_dataset_created_before_a_failure(emulator, config):
-    messages = [schema("items", ITEMS, ["id"]), record("items", id=1, name="a"),
-                "this is not json"]
+    messages = [schema("items", ITEMS, ["id"]), record("items", id=1, name="a"), "this is not json"]
     run = run_target(config, messages)
     assert run.returncode != 0
     created = re.search(r"Stream 'items': created dataset (\S+)", run.stderr)
@@ -74,21 +73,25 @@ def test_ignored_activate_version_is_said_once_per_stream(emulator, config):
     run = run_target({**config, "process_activate_version_messages": False}, messages)
     assert run.returncode == 0, run.stderr[-3000:]
     for stream in ("orders", "lines"):
-        said = [line for line in run.stderr.splitlines()
-                if f"Stream '{stream}': ACTIVATE_VERSION messages are ignored" in line]
+        said = [
+            line
+            for line in run.stderr.splitlines()
+            if f"Stream '{stream}': ACTIVATE_VERSION messages are ignored" in line
+        ]
         assert len(said) == 1, run.stderr[-3000:]
 
 
 @pytest.mark.timeout(60)
 def test_activate_version_before_its_schema_is_one_line(emulator, config):
-    messages = [{"type": "ACTIVATE_VERSION", "stream": "orders", "version": 1},
-                schema("orders", ITEMS, ["id"])]
+    messages = [
+        {"type": "ACTIVATE_VERSION", "stream": "orders", "version": 1},
+        schema("orders", ITEMS, ["id"]),
+    ]
     run = run_target(config, messages)
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert len(run.error_lines) == 1, run.error_lines
-    assert "Input line 1: ACTIVATE_VERSION of stream 'orders' arrived before" in \
-        run.error_lines[0]
+    assert "Input line 1: ACTIVATE_VERSION of stream 'orders' arrived before" in run.error_lines[0]
 
 
 def rejected_input() -> list:
@@ -125,9 +128,7 @@ def test_a_rejection_names_the_streams_record_and_its_key(emulator, config):
 
 
 @pytest.mark.timeout(60)
-def test_a_rejection_in_a_later_request_of_a_collapsed_batch_is_one_clean_line(
-    emulator, config
-):
+def test_a_rejection_in_a_later_request_of_a_collapsed_batch_is_one_clean_line(emulator, config):
     """Duplicates collapsed (ids 1 and 2 twice each), the batch sent as three requests: the
     rejected row is row 0 of the third request, the batch's fifth row sent, the stream's
     record 7. It is named as such, the error is the rejection (not a bug in naming it),
@@ -160,8 +161,14 @@ def test_describe_row_never_raises_on_rows_it_cannot_place():
     tracker = StateTracker(lambda value: None)
     lane = tracker.new_lane("items")
     dataset = type("Dataset", (), {"primary_keys": ["id"]})()
-    batch = Batch(stream="items", lane=lane, start=0, end=4, dataset=dataset,  # type: ignore[arg-type]
-                  kept=[1, 3])
+    batch = Batch(
+        stream="items",
+        lane=lane,
+        start=0,
+        end=4,
+        dataset=dataset,  # type: ignore[arg-type]
+        kept=[1, 3],
+    )
     body = RequestBody(b'{"records":[{},{}]}', 2, [(1,), (2,)], first=1)
     assert batch.describe_row(tracker, body, 1) == "a record (index 1 in the request)"
     assert batch.describe_row(tracker, body, 0).startswith("record 4")
@@ -173,8 +180,7 @@ def test_describe_row_never_raises_on_rows_it_cannot_place():
 @pytest.mark.timeout(60)
 def test_the_rejected_records_file_names_record_number_and_key(emulator, config, tmp_path):
     path = tmp_path / "rejected.jsonl"
-    run = run_target({**config, **REJECTING, "rejected_records_path": str(path)},
-                     rejected_input())
+    run = run_target({**config, **REJECTING, "rejected_records_path": str(path)}, rejected_input())
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 1

@@ -43,8 +43,14 @@ def final_state() -> dict[str, int]:
 def run_config(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     # Small requests, so the keyed rows are rewritten across many of them and the keyless
     # stream has several ingestions in flight at once.
-    return {**config, "batch_size_rows": 40, "max_records_per_request": 5,
-            "max_unverified_batches": 20, "ingestion_timeout_seconds": 60, **extra}
+    return {
+        **config,
+        "batch_size_rows": 40,
+        "max_records_per_request": 5,
+        "max_unverified_batches": 20,
+        "ingestion_timeout_seconds": 60,
+        **extra,
+    }
 
 
 def rows_of(emulator: Emulator, title: str) -> list[dict[str, Any]]:
@@ -72,8 +78,11 @@ ALTERNATIVES = {
     "page-size-cap": {"max_page_size": 3},
     "page-size-400": {"max_page_size": 100, "page_size_over_max": "reject"},
     "queued-done": {"pending_word": "queued", "success_word": "done"},
-    "pending-completed": {"pending_word": "pending", "success_word": "completed",
-                          "processing_polls": 1},
+    "pending-completed": {
+        "pending_word": "pending",
+        "success_word": "completed",
+        "processing_polls": 1,
+    },
     "list-without-status": {"list_omit_status": True},
     "detail-without-status": {"omit_ingestion_status": True},
     "list-hides-rejections": {"rejected_list_word": "success"},
@@ -88,9 +97,7 @@ ALTERNATIVES = {
 def test_each_alternative_loads_everything(emulator, config, knobs, trust):
     for name, value in {**PROCESSING, **knobs}.items():
         setattr(emulator.config, name, value)
-    run = run_target(
-        run_config(config, trust_ingestion_list_status=trust), alternating_messages()
-    )
+    run = run_target(run_config(config, trust_ingestion_list_status=trust), alternating_messages())
     assert_everything_landed(run, emulator)
     log = emulator.request_log
     if not trust:  # counts decide: every ingestion's detail was read
@@ -117,8 +124,13 @@ def test_page_size_400_is_dropped_once_and_logged_once(emulator, config):
 
 
 def rejecting_messages() -> list[dict[str, Any]]:
-    out = [schema("accounts", {"id": {"type": "integer"}, "value": {"type": ["integer", "string"]}},
-                  ["id"])]
+    out = [
+        schema(
+            "accounts",
+            {"id": {"type": "integer"}, "value": {"type": ["integer", "string"]}},
+            ["id"],
+        )
+    ]
     for i in range(1, 31):
         # "value" is inferred as a number from id 1; the text of id 17 is rejected.
         out.append(record("accounts", id=i, value="text" if i == 17 else i))
@@ -130,8 +142,9 @@ def rejecting_messages() -> list[dict[str, Any]]:
 @pytest.mark.timeout(60)
 def test_a_list_that_hides_rejections_does_not_lose_them(emulator, config):
     emulator.config.rejected_list_word = "success"
-    run = run_target({**config, "batch_size_rows": 10, "max_unverified_batches": 0},
-                     rejecting_messages())
+    run = run_target(
+        {**config, "batch_size_rows": 10, "max_unverified_batches": 0}, rejecting_messages()
+    )
     assert run.returncode != 0
     line = next(e for e in run.error_lines if "rejected" in e)
     assert "rejected 1 of 10" in line
@@ -144,8 +157,9 @@ def test_a_list_that_hides_rejections_does_not_lose_them(emulator, config):
 def test_a_list_that_hides_rejections_dead_letters_them(emulator, config, tmp_path):
     emulator.config.rejected_list_word = "success"
     path = tmp_path / "rejected.jsonl"
-    run = run_target({**config, "batch_size_rows": 10, "rejected_records_path": str(path)},
-                     rejecting_messages())
+    run = run_target(
+        {**config, "batch_size_rows": 10, "rejected_records_path": str(path)}, rejecting_messages()
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     (line,) = [json.loads(text) for text in path.read_text().splitlines()]
     assert line["record"]["id"] == 17

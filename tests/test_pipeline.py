@@ -98,9 +98,7 @@ def test_requests_respect_record_and_byte_limits(emulator, config):
     long_name = "x" * 300
     messages = [schema("users", USERS, ["id"])]
     messages += [record("users", id=i, name=long_name, amount=i) for i in range(1, 101)]
-    run = run_target(
-        {**config, "max_records_per_request": 7, "max_request_bytes": 2000}, messages
-    )
+    run = run_target({**config, "max_records_per_request": 7, "max_request_bytes": 2000}, messages)
     assert run.returncode == 0, run.stderr
     ingestions = [r for r in emulator.request_log if r.path.endswith("/data")]
     assert ingestions
@@ -130,8 +128,10 @@ def test_values_are_sent_json_safe(emulator, config):
         "day": {"type": "string", "format": "date"},
         "price": {"type": "number"},
         "big": {"type": "integer"},
-        "address": {"type": "object", "properties": {"city": {"type": "string"},
-                                                      "geo": {"type": "object"}}},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "geo": {"type": "object"}},
+        },
         "tags": {"type": "array", "items": {"type": "string"}},
         "items": {"type": "array", "items": {"type": "object"}},
     }

@@ -41,7 +41,10 @@ WHOLE_OBJECTS = {"stream_maps"}
 def about(fmt: str) -> str:
     return subprocess.run(
         [EXECUTABLE, "--about", f"--format={fmt}"],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
 
 

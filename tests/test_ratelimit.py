@@ -61,8 +61,9 @@ def test_fractional_rate():
 
 def test_exhausted_hourly_budget_waits_and_logs_when_it_resumes(caplog):
     fake = FakeTime()
-    pacer = RequestPacer(10, 20, clock=fake.clock, sleep=fake.sleep,
-                         logger=logging.getLogger("test-pacer"))
+    pacer = RequestPacer(
+        10, 20, clock=fake.clock, sleep=fake.sleep, logger=logging.getLogger("test-pacer")
+    )
     with caplog.at_level(logging.INFO, logger="test-pacer"):
         for _ in range(20):
             pacer.acquire()

@@ -57,8 +57,9 @@ def test_state_waits_for_the_file_to_be_synced(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", fsync)
     rejects = RejectedRecordsFile(str(tmp_path / "rejected.jsonl"))
-    tracker = StateTracker(lambda value: events.append(f"state {value}"),
-                           before_release=rejects.sync)
+    tracker = StateTracker(
+        lambda value: events.append(f"state {value}"), before_release=rejects.sync
+    )
     lane = tracker.new_lane("s")
     lane.received = 2
     tracker.add_state({"n": 2})
@@ -97,8 +98,9 @@ def test_end_to_end_the_file_is_private_and_a_symlink_fails_the_run(
     emulator, config, tmp_path, loose_umask
 ):
     path = tmp_path / "rejected.jsonl"
-    run = run_target({**config, "batch_size_rows": 10, "rejected_records_path": str(path)},
-                     rejecting_messages())
+    run = run_target(
+        {**config, "batch_size_rows": 10, "rejected_records_path": str(path)}, rejecting_messages()
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(path.read_text().splitlines()) == 2
@@ -108,8 +110,15 @@ def test_end_to_end_the_file_is_private_and_a_symlink_fails_the_run(
     target.write_text("")
     link = tmp_path / "link.jsonl"
     link.symlink_to(target)
-    run = run_target({**config, "batch_size_rows": 10, "max_unverified_batches": 0,
-                      "rejected_records_path": str(link)}, rejecting_messages())
+    run = run_target(
+        {
+            **config,
+            "batch_size_rows": 10,
+            "max_unverified_batches": 0,
+            "rejected_records_path": str(link),
+        },
+        rejecting_messages(),
+    )
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert any("symbolic link" in e for e in run.error_lines), run.stderr[-2000:]

@@ -46,8 +46,14 @@ def assert_no_traceback(run: TargetRun) -> None:
 
 
 def storm_config(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {**config, "batch_size_rows": 50, "max_records_per_request": 10,
-            "max_retry_seconds": 60, "keyless_resend_wait_seconds": 1, **extra}
+    return {
+        **config,
+        "batch_size_rows": 50,
+        "max_records_per_request": 10,
+        "max_retry_seconds": 60,
+        "keyless_resend_wait_seconds": 1,
+        **extra,
+    }
 
 
 def faults_fired(emulator: Emulator) -> Counter[str]:
@@ -142,11 +148,20 @@ def test_non_json_5xx_is_reported_with_its_first_200_characters(emulator, config
 
 
 def test_other_4xx_fail_at_once_naming_field_and_request_id(emulator, config):
-    body = json.dumps({
-        "requestId": "req-4711", "status": "error",
-        "errors": [{"code": "invalid_input", "message": "value is bad", "field": "records[0].x",
-                    "type": "validation"}],
-    })
+    body = json.dumps(
+        {
+            "requestId": "req-4711",
+            "status": "error",
+            "errors": [
+                {
+                    "code": "invalid_input",
+                    "message": "value is bad",
+                    "field": "records[0].x",
+                    "type": "validation",
+                }
+            ],
+        }
+    )
     emulator.faults.add("status", path="/data$", status=400, body=body, times=None)
     run = run_target(config, messages("orders", 10, ["id"]))
     assert run.returncode != 0
@@ -162,8 +177,11 @@ def test_other_4xx_fail_at_once_naming_field_and_request_id(emulator, config):
 @pytest.mark.parametrize("keys", [["id"], None], ids=["keyed", "keyless"])
 def test_retries_are_bounded_by_max_retry_seconds(emulator, config, keys):
     emulator.faults.add("status", path="/data$", status=503, times=None)
-    run = run_target({**config, "max_retry_seconds": 2, "keyless_resend_wait_seconds": 0.5},
-                     messages("orders", 10, keys), timeout=60)
+    run = run_target(
+        {**config, "max_retry_seconds": 2, "keyless_resend_wait_seconds": 0.5},
+        messages("orders", 10, keys),
+        timeout=60,
+    )
     assert run.returncode != 0
     attempts = [r for r in emulator.request_log if r.path.endswith("/data")]
     assert len(attempts) >= 2
@@ -176,9 +194,15 @@ def test_failure_mid_run_emits_no_state_past_what_landed(emulator, config):
     # The 4th ingestion request is refused for good: earlier checkpoints may be released,
     # later ones must not.
     emulator.faults.add("status", path="/data$", status=422, skip=3, times=None)
-    run = run_target({**config, "batch_size_rows": 10, "max_records_per_request": 10,
-                      "max_unverified_batches": 0},
-                     messages("orders", 100, ["id"], every=10))
+    run = run_target(
+        {
+            **config,
+            "batch_size_rows": 10,
+            "max_records_per_request": 10,
+            "max_unverified_batches": 0,
+        },
+        messages("orders", 100, ["id"], every=10),
+    )
     assert run.returncode != 0
     assert_no_traceback(run)
     assert run.states, "the first batches should have been checkpointed"
@@ -191,9 +215,12 @@ def test_failure_mid_run_emits_no_state_past_what_landed(emulator, config):
 
 @pytest.mark.parametrize(
     "knobs",
-    [{"success_word": "completed"}, {"pending_word": "mulling_it_over", "processing_polls": 2},
-     {"omit_ingestion_status": True, "processing_polls": 1},
-     {"success_word": "Totally-New-Word"}],
+    [
+        {"success_word": "completed"},
+        {"pending_word": "mulling_it_over", "processing_polls": 2},
+        {"omit_ingestion_status": True, "processing_polls": 1},
+        {"success_word": "Totally-New-Word"},
+    ],
 )
 def test_status_vocabulary_variants_are_handled(emulator, config, knobs):
     for name, value in knobs.items():
@@ -262,8 +289,9 @@ def rejecting_messages() -> list[dict]:
 
 
 def test_rejected_records_fail_the_run_by_default(emulator, config):
-    run = run_target({**config, "batch_size_rows": 10, "max_unverified_batches": 0},
-                     rejecting_messages())
+    run = run_target(
+        {**config, "batch_size_rows": 10, "max_unverified_batches": 0}, rejecting_messages()
+    )
     assert run.returncode != 0
     assert_no_traceback(run)
     line = next(e for e in run.error_lines if "rejected" in e)
@@ -276,8 +304,9 @@ def test_rejected_records_fail_the_run_by_default(emulator, config):
 
 def test_rejected_records_path_collects_them_and_the_run_goes_on(emulator, config, tmp_path):
     path = tmp_path / "rejected.jsonl"
-    run = run_target({**config, "batch_size_rows": 10, "rejected_records_path": str(path)},
-                     rejecting_messages())
+    run = run_target(
+        {**config, "batch_size_rows": 10, "rejected_records_path": str(path)}, rejecting_messages()
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.states[-1] == {"orders": 40}
     lines = [json.loads(line) for line in path.read_text().splitlines()]

@@ -29,16 +29,23 @@ def messages(per_stream: int) -> list[dict]:
 
 
 def refused(emulator) -> list:
-    return [r for r in emulator.request_log
-            if r.method == "POST" and r.path.endswith("/data") and r.status != 200]
+    return [
+        r
+        for r in emulator.request_log
+        if r.method == "POST" and r.path.endswith("/data") and r.status != 200
+    ]
 
 
 @pytest.mark.timeout(120)
 def test_records_setting_above_what_databox_accepts_still_loads_everything(emulator, config):
     """max_records_per_request 1000 against an API that accepts 100 (the emulator default)."""
     run = run_target(
-        {**config, "max_records_per_request": 1000, "max_parallel_requests": 4,
-         "batch_size_rows": 2500},
+        {
+            **config,
+            "max_records_per_request": 1000,
+            "max_parallel_requests": 4,
+            "batch_size_rows": 2500,
+        },
         messages(5000),
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -99,11 +106,13 @@ def _too_many(limit: int):
             detail = ApiErrorDetail(code="too_many_records")
             raise DataboxApiError("ingestion", 400, errors=[detail])
         return body.count
+
     return ingest
 
 
-@pytest.mark.parametrize(("limit", "refusals", "learned"),
-                         [(999, 1, 500), (300, 2, 250), (100, 3, 100), (150, 3, 100)])
+@pytest.mark.parametrize(
+    ("limit", "refusals", "learned"), [(999, 1, 500), (300, 2, 250), (100, 3, 100), (150, 3, 100)]
+)
 def test_halving_reaches_a_working_size_in_at_most_three_refusals(limit, refusals, learned):
     sizes = RequestSizes(1000, 1_000_000, logger=logging.getLogger("test"))
     splits: list[int] = []

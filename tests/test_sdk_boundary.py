@@ -36,8 +36,9 @@ def resolve(where: str) -> object:
         return getattr(importlib.import_module(module), name)
 
 
-@pytest.mark.parametrize(("where", "name", "parameters"), PRIVATE_NAMES,
-                         ids=[f"{w}.{n}" for w, n, _ in PRIVATE_NAMES])
+@pytest.mark.parametrize(
+    ("where", "name", "parameters"), PRIVATE_NAMES, ids=[f"{w}.{n}" for w, n, _ in PRIVATE_NAMES]
+)
 def test_the_installed_sdk_still_has_each_private_name(where, name, parameters):
     owner = resolve(where)
     if inspect.ismodule(owner):
@@ -49,14 +50,14 @@ def test_the_installed_sdk_still_has_each_private_name(where, name, parameters):
     if parameters is None:  # an instance attribute the SDK's __init__ assigns
         source = inspect.getsource(owner.__init__)
         assert f"self.{name} =" in source or f"self.{name}:" in source, (
-            f"singer-sdk's {where} no longer sets self.{name}; see target_databox/"
-            "sdk_boundary.py")
+            f"singer-sdk's {where} no longer sets self.{name}; see target_databox/sdk_boundary.py"
+        )
         return
     method = owner.__dict__.get(name)
     assert method is not None, f"singer-sdk's {where} has no {name} any more"
     assert tuple(inspect.signature(method).parameters) == parameters, (
-        f"singer-sdk's {where}.{name} changed its signature; see target_databox/"
-        "sdk_boundary.py")
+        f"singer-sdk's {where}.{name} changed its signature; see target_databox/sdk_boundary.py"
+    )
 
 
 def test_each_boundary_override_is_marked_and_matches_the_sdk():
@@ -66,16 +67,20 @@ def test_each_boundary_override_is_marked_and_matches_the_sdk():
                 assert getattr(member, "__override__", False), f"{cls.__name__}.{name}"
                 base = next(b for b in cls.__mro__[1:] if name in vars(b))
                 ours, theirs = (
-                    [(p.name, p.kind, p.default) for p in
-                     inspect.signature(f).parameters.values()]
+                    [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]
                     for f in (member, vars(base)[name])
                 )
                 assert ours == theirs, f"{cls.__name__}.{name}"
 
 
 def count_private_names() -> tuple[int, str]:
-    run = subprocess.run([sys.executable, str(SCRIPT), "--max", str(LIMIT)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--max", str(LIMIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return int(run.stdout.splitlines()[0]), run.stdout
 
@@ -102,8 +107,13 @@ def test_the_counter_sees_private_names(tmp_path):
         "    def _process_record_message(self, message_dict):\n"
         "        self._sinks_active.clear()\n"
     )
-    run = subprocess.run([sys.executable, str(SCRIPT), "--package", str(package)],
-                         capture_output=True, text=True, timeout=60, check=True)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--package", str(package)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "_process_record_message" in run.stdout
     assert "_sinks_active" in run.stdout
     assert int(run.stdout.splitlines()[0]) == count_private_names()[0] + 2
@@ -111,8 +121,11 @@ def test_the_counter_sees_private_names(tmp_path):
 
 # The SDK's record path ---------------------------------------------------------------
 
-ITEMS = {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
-         "n": {"type": "integer", "maximum": 100}}
+ITEMS = {
+    "id": {"type": "integer"},
+    "at": {"type": "string", "format": "date-time"},
+    "n": {"type": "integer", "maximum": 100},
+}
 
 
 def rows_of(emulator, title: str) -> list[dict]:
@@ -122,15 +135,20 @@ def rows_of(emulator, title: str) -> list[dict]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("extra", [
-    {"stream_maps": {"items": {"__alias__": "things"}}},
-    {"stream_maps": {"items": {"label": "'item-' + str(id)"}}},
-    {"add_record_metadata": True},
-], ids=["alias", "transform", "metadata"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"stream_maps": {"items": {"__alias__": "things"}}},
+        {"stream_maps": {"items": {"label": "'item-' + str(id)"}}},
+        {"add_record_metadata": True},
+    ],
+    ids=["alias", "transform", "metadata"],
+)
 def test_the_sdk_record_path_lands_the_same_rows(emulator, config, extra):
     messages = [schema("items", ITEMS, ["id"])]
-    messages += [record("items", id=i, at="2024-01-02T03:04:05.000000+00:00", n=i)
-                 for i in range(1, 6)]
+    messages += [
+        record("items", id=i, at="2024-01-02T03:04:05.000000+00:00", n=i) for i in range(1, 6)
+    ]
     messages.append(state({"done": 5}))
     run = run_target({**config, **extra}, messages)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -146,14 +164,20 @@ def test_the_sdk_record_path_lands_the_same_rows(emulator, config, extra):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("bad", "needle"), [
-    ({"id": 3, "at": "2024-01-02T03:04:05Z", "n": 1000}, "does not match its schema"),
-    ({"at": "2024-01-02T03:04:05Z", "n": 1}, "key_properties"),
-], ids=["invalid", "missing-key"])
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ({"id": 3, "at": "2024-01-02T03:04:05Z", "n": 1000}, "does not match its schema"),
+        ({"at": "2024-01-02T03:04:05Z", "n": 1}, "key_properties"),
+    ],
+    ids=["invalid", "missing-key"],
+)
 def test_the_sdk_record_path_fails_in_one_line(emulator, config, bad, needle):
-    messages = [schema("items", ITEMS, ["id"]),
-                record("items", id=1, at="2024-01-02T03:04:05Z", n=1),
-                {"type": "RECORD", "stream": "items", "record": bad}]
+    messages = [
+        schema("items", ITEMS, ["id"]),
+        record("items", id=1, at="2024-01-02T03:04:05Z", n=1),
+        {"type": "RECORD", "stream": "items", "record": bad},
+    ]
     run = run_target({**config, "stream_maps": {"items": {"__alias__": "things"}}}, messages)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr, run.stderr[-3000:]

@@ -31,8 +31,11 @@ from tests.support import (
 )
 from tests.tls_support import self_signed_cert
 
-MESSAGES = [schema("users", {"id": {"type": "integer"}}, ["id"]),
-            record("users", id=1), state({"users": 1})]
+MESSAGES = [
+    schema("users", {"id": {"type": "integer"}}, ["id"]),
+    record("users", id=1),
+    state({"users": 1}),
+]
 
 
 def assert_clean_failure(run: TargetRun, *needles: str) -> str:
@@ -65,9 +68,11 @@ def test_a_bad_key_fails_with_401_and_is_not_shown(emulator, config):
 
 @pytest.mark.parametrize(
     ("url", "needle"),
-    [("http://127.0.0.1:9", "failed without an answer"),
-     ("http://api.databox.com", "plain http"),
-     ("ftp://127.0.0.1", "not an http(s) URL")],
+    [
+        ("http://127.0.0.1:9", "failed without an answer"),
+        ("http://api.databox.com", "plain http"),
+        ("ftp://127.0.0.1", "not an http(s) URL"),
+    ],
 )
 def test_a_wrong_api_url_fails_clearly(config, url, needle):
     run = run_target({**config, "api_url": url, "max_retry_seconds": 1}, MESSAGES)
@@ -91,8 +96,14 @@ def test_about_never_shows_the_key(config, fmt):
 def test_reprs_never_show_the_key(emulator, config):
     settings = Settings.from_config(config)
     client = DataboxClient(API_KEY, api_url=emulator.url, pacer=RequestPacer(10, 100))
-    for text in (repr(settings), str(settings), repr(client), str(client),
-                 repr(client.stats), repr(client.retry_policy)):
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(client),
+        str(client),
+        repr(client.stats),
+        repr(client.retry_policy),
+    ):
         assert API_KEY not in text
 
 
@@ -104,9 +115,17 @@ def test_target_objects_never_show_the_key(emulator, config):
         target.process_lines(io.StringIO(to_lines(MESSAGES)))
         sinks = list(target._sinks_active.values())
         assert sinks
-        for value in (target, target.settings, target.runtime, target.runtime.client,
-                      target.runtime.pacer, target.runtime.resolver, target.config,
-                      *sinks, *(sink.config for sink in sinks)):
+        for value in (
+            target,
+            target.settings,
+            target.runtime,
+            target.runtime.client,
+            target.runtime.pacer,
+            target.runtime.resolver,
+            target.config,
+            *sinks,
+            *(sink.config for sink in sinks),
+        ):
             assert API_KEY not in repr(value)
             assert API_KEY not in str(value)
     finally:
@@ -145,8 +164,9 @@ class Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def serve(host: str, answer: tuple[int, dict[str, str], bytes],
-          tls: ssl.SSLContext | None = None) -> http.server.ThreadingHTTPServer:
+def serve(
+    host: str, answer: tuple[int, dict[str, str], bytes], tls: ssl.SSLContext | None = None
+) -> http.server.ThreadingHTTPServer:
     server = http.server.ThreadingHTTPServer((host, 0), Recorder)
     server.seen = []  # type: ignore[attr-defined]
     server.answer = answer  # type: ignore[attr-defined]
@@ -197,10 +217,16 @@ def tls_server(tmp_path, servers) -> tuple[str, Path, http.server.ThreadingHTTPS
     cert, key = self_signed_cert(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    envelope = {"requestId": "req-tls", "status": "error",
-                "errors": [{"code": "unauthorized", "message": "nope", "type": "permission"}]}
-    server = serve("127.0.0.1", (401, {"Content-Type": "application/json"},
-                                 json.dumps(envelope).encode()), tls=context)
+    envelope = {
+        "requestId": "req-tls",
+        "status": "error",
+        "errors": [{"code": "unauthorized", "message": "nope", "type": "permission"}],
+    }
+    server = serve(
+        "127.0.0.1",
+        (401, {"Content-Type": "application/json"}, json.dumps(envelope).encode()),
+        tls=context,
+    )
     servers.append(server)
     return f"https://127.0.0.1:{server.server_address[1]}", cert, server
 
@@ -228,7 +254,13 @@ def test_missing_ca_bundle_file_is_a_clear_error(config, tmp_path):
 
 def test_config_file_is_not_echoed_on_a_config_error(tmp_path):
     path = write_config({"api_key": API_KEY, "max_records_per_request": "lots"}, str(tmp_path))
-    proc = subprocess.run([EXECUTABLE, "--config", path], input="", capture_output=True,
-                          text=True, timeout=60, env=dict(os.environ))
+    proc = subprocess.run(
+        [EXECUTABLE, "--config", path],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
     assert proc.returncode != 0
     assert API_KEY not in proc.stdout + proc.stderr

@@ -66,10 +66,16 @@ def test_defaults_are_the_declared_defaults_typed():
 
 
 def test_config_values_are_typed_and_keys_mapped():
-    settings = Settings.from_config({
-        "api_key": KEY, "max_requests_per_second": "2.5", "max_records_per_request": 50,
-        "flattening_enabled": False, "flattening_max_depth": 3, "account_id": None,
-    })
+    settings = Settings.from_config(
+        {
+            "api_key": KEY,
+            "max_requests_per_second": "2.5",
+            "max_records_per_request": 50,
+            "flattening_enabled": False,
+            "flattening_max_depth": 3,
+            "account_id": None,
+        }
+    )
     assert settings.max_requests_per_second == 2.5
     assert settings.max_records_per_request == 50
     assert settings.flatten is False
@@ -78,16 +84,19 @@ def test_config_values_are_typed_and_keys_mapped():
     assert settings.api_key.reveal() == KEY
 
 
-@pytest.mark.parametrize(("config", "needle"), [
-    ({}, "Setting api_key is required"),
-    ({"max_records_per_request": 0}, "max_records_per_request is 0, below its minimum 1"),
-    ({"max_records_per_request": 1001}, "above its maximum 1000"),
-    ({"max_requests_per_second": 0}, "must be more than 0"),
-    ({"load_method": "replace"}, "must be one of append-only, upsert, overwrite"),
-    ({"verify_ingestions": "yes"}, "verify_ingestions must be true or false"),
-    ({"max_request_bytes": 1.5}, "max_request_bytes must be an integer"),
-    ({"max_retry_seconds": "soon"}, "max_retry_seconds must be a number"),
-])
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({}, "Setting api_key is required"),
+        ({"max_records_per_request": 0}, "max_records_per_request is 0, below its minimum 1"),
+        ({"max_records_per_request": 1001}, "above its maximum 1000"),
+        ({"max_requests_per_second": 0}, "must be more than 0"),
+        ({"load_method": "replace"}, "must be one of append-only, upsert, overwrite"),
+        ({"verify_ingestions": "yes"}, "verify_ingestions must be true or false"),
+        ({"max_request_bytes": 1.5}, "max_request_bytes must be an integer"),
+        ({"max_retry_seconds": "soon"}, "max_retry_seconds must be a number"),
+    ],
+)
 def test_bad_values_fail_in_one_line_naming_the_setting(config, needle):
     with pytest.raises(ConfigurationError) as info:
         Settings.from_config({"api_key": KEY, **config} if config else {})
@@ -100,8 +109,12 @@ def test_bad_values_fail_in_one_line_naming_the_setting(config, needle):
 def test_secrets_never_show():
     assert {"api_key"} == SECRET_SETTINGS
     settings = Settings.from_config({"api_key": KEY})
-    for text in (repr(settings), str(settings), repr(dataclasses.asdict(settings)),
-                 repr(RedactedConfig({"api_key": KEY}))):
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(dataclasses.asdict(settings)),
+        repr(RedactedConfig({"api_key": KEY})),
+    ):
         assert KEY not in text
     with pytest.raises(ConfigurationError) as info:
         Settings.from_config({"api_key": 12345})

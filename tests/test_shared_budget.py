@@ -79,11 +79,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield server.url
 
 
-def pacers(url: str | None, keys: list[str], fake: FakeTime, per_second: float = 10,
-           per_hour: int = 10_000) -> list[RequestPacer]:
+def pacers(
+    url: str | None, keys: list[str], fake: FakeTime, per_second: float = 10, per_hour: int = 10_000
+) -> list[RequestPacer]:
     return [
-        RequestPacer(per_second, per_hour, clock=fake.clock, sleep=fake.sleep,
-                     shared=opener(url, key, fake) if url else None)
+        RequestPacer(
+            per_second,
+            per_hour,
+            clock=fake.clock,
+            sleep=fake.sleep,
+            shared=opener(url, key, fake) if url else None,
+        )
         for key in keys
     ]
 
@@ -194,8 +200,9 @@ def test_an_unreachable_store_at_start_is_one_line_naming_it_without_the_passwor
     port = free_port()  # nothing listens there
     url = f"redis://:s3cret-pw@127.0.0.1:{port}/2"
     with pytest.raises(ConfigurationError) as caught:
-        RequestPacer(10, 10_000, shared=lambda rates: open_shared_bucket(
-            parse_store(url), rates, KEY))
+        RequestPacer(
+            10, 10_000, shared=lambda rates: open_shared_bucket(parse_store(url), rates, KEY)
+        )
     text = str(caught.value)
     assert f"redis://:***@127.0.0.1:{port}/2" in text
     assert "s3cret-pw" not in text
@@ -203,15 +210,19 @@ def test_an_unreachable_store_at_start_is_one_line_naming_it_without_the_passwor
 
     missing = f"sqlite://{tmp_path / 'no-such-dir' / 'budget.sqlite'}"
     with pytest.raises(ConfigurationError, match="no-such-dir"):
-        RequestPacer(10, 10_000, shared=lambda rates: open_shared_bucket(
-            parse_store(missing), rates, KEY))
+        RequestPacer(
+            10, 10_000, shared=lambda rates: open_shared_bucket(parse_store(missing), rates, KEY)
+        )
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("sqlite://relative/budget.sqlite", "absolute path"),
-    ("postgres://host/db", "not supported"),
-    ("redis:///0", "names no host"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("sqlite://relative/budget.sqlite", "absolute path"),
+        ("postgres://host/db", "not supported"),
+        ("redis:///0", "names no host"),
+    ],
+)
 def test_bad_store_settings_are_refused_before_anything_is_opened(value: str, message: str):
     with pytest.raises(ConfigurationError, match=message):
         parse_store(value)

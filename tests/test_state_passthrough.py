@@ -21,7 +21,7 @@ EVERY_KIND = (
     '{"bookmarks": {"public-orders": {"replication_key": "amount", '
     '"replication_key_value": 1700000000.5, "version": 1700000000123}, '
     '"public-ticks": {"replication_key_value": '
-    '0.1000000000000000055511151231257827021181583404541015625}}, '
+    "0.1000000000000000055511151231257827021181583404541015625}}, "
     '"big": 123456789012345678901234567890, "negative_big": -98765432109876543210987654321, '
     '"tiny": 1e-7, "huge": 1E+400, "exact": 12345678901234567890.123456789012345678, '
     '"zero": -0.0, "text": "M\\u00fcller \\"quoted\\" \\\\ back", '
@@ -116,9 +116,12 @@ def test_line_breaks_inside_strings_stay_on_one_line(emulator, config):
 
 @pytest.mark.timeout(60)
 def test_a_repeated_state_is_written_once(emulator, config):
-    lines = [json.dumps(schema("items", ITEMS, ["id"])), *items(1, 2),
-             state_line('{"v": 1.0}'), state_line('{"v": 1.0}')]
+    lines = [
+        json.dumps(schema("items", ITEMS, ["id"])),
+        *items(1, 2),
+        state_line('{"v": 1.0}'),
+        state_line('{"v": 1.0}'),
+    ]
     run = run_target(config, "\n".join(lines) + "\n")
     assert run.returncode == 0, run.stderr[-3000:]
     assert emitted(run) == ['{"v": 1.0}']
-

@@ -47,26 +47,42 @@ def full_table(version: int, ids: list[int], *, first_run: bool, keys: bool = Tr
     for n, i in enumerate(ids, 1):
         messages.append(rec(version, i, f"v{version}"))
         if n % 2 == 0:
-            messages.append(bookmark(last_replication_method="FULL_TABLE", version=version,
-                                     xmin=1000 + i))
+            messages.append(
+                bookmark(last_replication_method="FULL_TABLE", version=version, xmin=1000 + i)
+            )
     messages += [
         activate(version),
-        state({"currently_syncing": None, "bookmarks": {S: {
-            "last_replication_method": "FULL_TABLE", "version": version, "xmin": None}}}),
+        state(
+            {
+                "currently_syncing": None,
+                "bookmarks": {
+                    S: {"last_replication_method": "FULL_TABLE", "version": version, "xmin": None}
+                },
+            }
+        ),
     ]
     return messages
 
 
 def incremental(version: int, ids: list[int], *, after: int | None, keys: bool = True) -> list:
     """pipelinewise incremental.sync_table: STATE, ACTIVATE, then rows >= the bookmark."""
-    mark: dict = {"last_replication_method": "INCREMENTAL", "replication_key": "n",
-                  "version": version}
+    mark: dict = {
+        "last_replication_method": "INCREMENTAL",
+        "replication_key": "n",
+        "version": version,
+    }
     if after is not None:
         mark["replication_key_value"] = after
     messages = [schema(S, ITEM, ["id"] if keys else None), bookmark(**mark), activate(version)]
     messages += [rec(version, i, f"v{version}") for i in ids]
-    messages.append(state({"currently_syncing": None, "bookmarks": {S: {
-        **mark, "replication_key_value": max(ids)}}}))
+    messages.append(
+        state(
+            {
+                "currently_syncing": None,
+                "bookmarks": {S: {**mark, "replication_key_value": max(ids)}},
+            }
+        )
+    )
     return messages
 
 
@@ -119,7 +135,10 @@ def test_full_table_rerun_announced_after_its_rows_replaces_the_old_version(emul
     assert "5 held records" in run.stderr
     # Every STATE of the input comes out (released once the held rows were verified).
     assert run.states[-1]["bookmarks"][S] == {
-        "last_replication_method": "FULL_TABLE", "version": 200, "xmin": None}
+        "last_replication_method": "FULL_TABLE",
+        "version": 200,
+        "xmin": None,
+    }
 
 
 def test_no_state_past_held_rows_when_the_run_fails_before_activation(emulator, config):
@@ -141,7 +160,8 @@ def test_resumed_full_table_version_is_not_purged(emulator, config):
     messages = [
         schema(S, ITEM, ["id"]),
         bookmark(last_replication_method="FULL_TABLE", version=100, xmin=1002),
-        rec(100, 3, "again"), rec(100, 4, "v100"),
+        rec(100, 3, "again"),
+        rec(100, 4, "v100"),
         activate(100),
     ]
     ok(config, messages)
@@ -154,7 +174,8 @@ def test_log_based_records_before_their_state_continue_the_version(emulator, con
     lsn = {"last_replication_method": "LOG_BASED", "version": 100, "lsn": 123456}
     messages = [
         schema(S, ITEM, ["id"]),
-        rec(100, 2, "changed"), rec(100, 3, "v100"),
+        rec(100, 2, "changed"),
+        rec(100, 3, "v100"),
         state({"currently_syncing": None, "bookmarks": {S: lsn}}),
         rec(100, 4, "v100"),
         state({"currently_syncing": None, "bookmarks": {S: {**lsn, "lsn": 123999}}}),
@@ -184,7 +205,8 @@ def test_held_rows_of_an_older_version_are_dropped(emulator, config):
     ok(config, full_table(100, [1], first_run=True))
     messages = [
         schema(S, ITEM, ["id"]),
-        rec(200, 2, "v200"), rec(300, 3, "v300"),
+        rec(200, 2, "v200"),
+        rec(300, 3, "v300"),
         activate(300),
     ]
     run = ok(config, messages)
@@ -225,16 +247,15 @@ def test_keyless_incremental_rerun_warns_once_about_duplicates(emulator, config)
 def test_keyless_replaced_or_overwritten_datasets_do_not_warn(emulator, config):
     first = ok(config, full_table(100, [1, 2], first_run=True, keys=False))
     replaced = ok(config, full_table(200, [3], first_run=False, keys=False))
-    overwritten = ok({**config, "load_method": "overwrite"},
-                     [schema(S, ITEM), record(S, id=4, name="x", n=4)])
+    overwritten = ok(
+        {**config, "load_method": "overwrite"}, [schema(S, ITEM), record(S, id=4, name="x", n=4)]
+    )
     for run in (first, replaced, overwritten):
         assert KEYLESS_WARNING not in run.stderr
     assert rows(emulator) == [(4, "x")]
 
 
-def test_signal_while_rows_are_held_sends_none_of_them_and_no_state_past_them(
-    emulator, config
-):
+def test_signal_while_rows_are_held_sends_none_of_them_and_no_state_past_them(emulator, config):
     ok(config, full_table(100, [1, 2], first_run=True))
     messages = full_table(200, [5, 6, 7], first_run=False)
     held = messages[: messages.index(activate(200))]  # the version's rows, not its activation
@@ -268,8 +289,13 @@ def test_log_based_initial_sync_continues_its_version(emulator, config):
     full-table sync: the version continues (documented: no purge of older rows)."""
     ok(config, full_table(100, [1], first_run=True))
     mark = {"last_replication_method": "LOG_BASED", "lsn": 555, "version": 900}
-    messages = [schema(S, ITEM, ["id"]), bookmark(**mark), activate(900),
-                rec(900, 2, "v900"), activate(900)]
+    messages = [
+        schema(S, ITEM, ["id"]),
+        bookmark(**mark),
+        activate(900),
+        rec(900, 2, "v900"),
+        activate(900),
+    ]
     ok(config, messages)
     assert rows(emulator) == [(1, "v100"), (2, "v900")]
     assert purges(emulator) == []
@@ -282,7 +308,9 @@ def test_versions_follow_a_stream_map_alias(emulator, config):
     dataset = emulator.find_dataset("items")
     assert dataset is not None
     assert sorted((r["id"], r["name"]) for r in emulator.rows(dataset["id"])) == [
-        (2, "v200"), (3, "v200")]
+        (2, "v200"),
+        (3, "v200"),
+    ]
     assert emulator.find_dataset(S) is None
     assert len(purges(emulator)) == 1
 

@@ -44,7 +44,8 @@ def fail_on(n, name="default"):
 def patched_command(path: str, patch: str) -> list[str]:
     """Python running target-databox (config at `path`) after `patch` has run."""
     code = (
-        PRELUDE + textwrap.dedent(patch)
+        PRELUDE
+        + textwrap.dedent(patch)
         + "\nfrom target_databox.target import TargetDatabox\n"
         + f"sys.argv = ['target-databox', '--config', {path!r}]\nTargetDatabox.cli()\n"
     )
@@ -57,8 +58,12 @@ def run_patched(config: dict[str, Any], messages: list, patch: str, *, timeout: 
     text = "".join((m if isinstance(m, str) else json.dumps(m)) + "\n" for m in messages)
     try:
         proc = subprocess.run(
-            patched_command(path, patch), input=text, capture_output=True, text=True,
-            timeout=timeout, env={**os.environ, "PYTHONPATH": os.getcwd()},
+            patched_command(path, patch),
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
         )
     finally:
         os.unlink(path)
@@ -77,8 +82,12 @@ def two_batches() -> list:
 
 
 def batch_by_batch(config: dict[str, Any], verify: bool) -> dict[str, Any]:
-    return {**config, "batch_size_rows": 5, "max_unverified_batches": 0,
-            "verify_ingestions": verify}
+    return {
+        **config,
+        "batch_size_rows": 5,
+        "max_unverified_batches": 0,
+        "verify_ingestions": verify,
+    }
 
 
 def assert_failed(run: TargetRun, emulator, *needles: str, states: list) -> str:
@@ -109,8 +118,13 @@ def test_a_sender_thread_failure_fails_the_run(emulator, config, mode):
     IngestionPipeline._ingest = _ingest
     """
     run = run_patched(batch_by_batch(config, VERIFY[mode]), two_batches(), patch)
-    assert_failed(run, emulator, "Sending records of stream 'items'",
-                  "RuntimeError: injected sender failure", states=[{"items": 5}])
+    assert_failed(
+        run,
+        emulator,
+        "Sending records of stream 'items'",
+        "RuntimeError: injected sender failure",
+        states=[{"items": 5}],
+    )
 
 
 @pytest.mark.timeout(60)
@@ -135,8 +149,14 @@ def test_a_failure_after_sending_in_a_sender_thread_fails_the_run(emulator, conf
     IngestionVerifier.track = track
     """
     run = run_patched(batch_by_batch(config, VERIFY[mode]), two_batches(), patch)
-    assert_failed(run, emulator, "Sender thread databox-send-", "stream 'items', records 6-10",
-                  "RuntimeError: injected failure after sending", states=[{"items": 5}])
+    assert_failed(
+        run,
+        emulator,
+        "Sender thread databox-send-",
+        "stream 'items', records 6-10",
+        "RuntimeError: injected failure after sending",
+        states=[{"items": 5}],
+    )
 
 
 @pytest.mark.timeout(60)
@@ -152,8 +172,13 @@ def test_a_failure_while_settling_state_fails_the_run(emulator, config, mode):
     StateTracker.settle = settle
     """
     run = run_patched(batch_by_batch(config, VERIFY[mode]), two_batches(), patch)
-    assert_failed(run, emulator, "Releasing STATE after records 6-10 of stream 'items'",
-                  "RuntimeError: injected settle failure", states=[{"items": 5}])
+    assert_failed(
+        run,
+        emulator,
+        "Releasing STATE after records 6-10 of stream 'items'",
+        "RuntimeError: injected settle failure",
+        states=[{"items": 5}],
+    )
 
 
 @pytest.mark.timeout(60)
@@ -170,8 +195,9 @@ def test_a_failure_writing_state_fails_the_run(emulator, config, mode):
     TargetDatabox._emit_state = _emit_state
     """
     run = run_patched(batch_by_batch(config, VERIFY[mode]), two_batches(), patch)
-    assert_failed(run, emulator, "Writing STATE failed", "injected STATE write failure",
-                  states=[{"items": 5}])
+    assert_failed(
+        run, emulator, "Writing STATE failed", "injected STATE write failure", states=[{"items": 5}]
+    )
 
 
 @pytest.mark.timeout(60)
@@ -186,8 +212,7 @@ def test_a_state_that_cannot_be_written_on_the_main_thread(emulator, config, mod
     """
     messages = [state({"items": 0}), *two_batches()]
     run = run_patched(batch_by_batch(config, VERIFY[mode]), messages, patch)
-    assert_failed(run, emulator, "Writing STATE failed", "injected STATE write failure",
-                  states=[])
+    assert_failed(run, emulator, "Writing STATE failed", "injected STATE write failure", states=[])
 
 
 @pytest.mark.timeout(60)
@@ -200,16 +225,19 @@ def test_stdout_closed_is_one_clear_line(emulator, config):
     try:
         text = "".join(json.dumps(m) + "\n" for m in two_batches())
         proc = subprocess.run(
-            [EXECUTABLE, "--config", path], input=text, stdout=write_end,
-            stderr=subprocess.PIPE, text=True, timeout=20,
+            [EXECUTABLE, "--config", path],
+            input=text,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=20,
         )
     finally:
         os.close(write_end)
         os.unlink(path)
     run = TargetRun(proc.returncode, "", proc.stderr)
     assert_key_hidden(run.stderr)
-    assert_failed(run, emulator, "Writing STATE to stdout failed", "BrokenPipeError",
-                  states=[])
+    assert_failed(run, emulator, "Writing STATE to stdout failed", "BrokenPipeError", states=[])
     assert "Exception ignored" not in run.stderr
 
 
@@ -227,8 +255,7 @@ def test_the_verifier_thread_dying_fails_the_run(emulator, config):
     IngestionVerifier._next_plan = _next_plan
     """
     run = run_patched(batch_by_batch(config, True), two_batches(), patch)
-    assert_failed(run, emulator, "The ingestion verifier", "injected verifier failure",
-                  states=[])
+    assert_failed(run, emulator, "The ingestion verifier", "injected verifier failure", states=[])
 
 
 @pytest.mark.timeout(60)
@@ -260,8 +287,7 @@ def test_the_progress_reporter_failing_fails_the_run(emulator, config, mode):
     """
     settings = {**batch_by_batch(config, VERIFY[mode]), "progress_interval_seconds": 0.2}
     run = run_patched(settings, two_batches(), patch, timeout=15)
-    assert_failed(run, emulator, "The progress reporter", "injected reporter failure",
-                  states=[])
+    assert_failed(run, emulator, "The progress reporter", "injected reporter failure", states=[])
 
 
 @pytest.mark.timeout(60)
@@ -276,8 +302,13 @@ def test_an_unexpected_error_on_the_main_thread_names_the_input_line(emulator, c
     RowShaper.shape = shape
     """
     run = run_patched(batch_by_batch(config, True), two_batches(), patch)
-    assert_failed(run, emulator, "Processing input line 4 (RECORD of stream 'items')",
-                  "TypeError: injected shaping bug", states=[])
+    assert_failed(
+        run,
+        emulator,
+        "Processing input line 4 (RECORD of stream 'items')",
+        "TypeError: injected shaping bug",
+        states=[],
+    )
 
 
 @pytest.mark.timeout(60)
@@ -293,8 +324,12 @@ def test_a_failure_ends_the_run_while_the_tap_sends_nothing(emulator, config, mo
     """
     path = write_config({**config, "batch_size_rows": 5, "verify_ingestions": VERIFY[mode]})
     proc = subprocess.Popen(
-        patched_command(path, patch), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+        patched_command(path, patch),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     try:
         assert proc.stdin is not None
@@ -312,8 +347,13 @@ def test_a_failure_ends_the_run_while_the_tap_sends_nothing(emulator, config, mo
         proc.stdin.close()
         os.unlink(path)
     assert_key_hidden(run.stdout, run.stderr)
-    assert_failed(run, emulator, "Sending records of stream 'items'",
-                  "RuntimeError: injected sender failure", states=[])
+    assert_failed(
+        run,
+        emulator,
+        "Sending records of stream 'items'",
+        "RuntimeError: injected sender failure",
+        states=[],
+    )
 
 
 @pytest.mark.timeout(60)
@@ -333,9 +373,7 @@ def test_a_sigusr1_from_elsewhere_is_ignored(emulator, config):
             assert line, "".join(seen)
             seen.append(line)
         proc.send_signal(signal.SIGUSR1)
-        out, err = proc.communicate(
-            "".join(json.dumps(m) + "\n" for m in messages[3:]), timeout=30
-        )
+        out, err = proc.communicate("".join(json.dumps(m) + "\n" for m in messages[3:]), timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

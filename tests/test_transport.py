@@ -27,10 +27,21 @@ from tests.support import API_KEY, record, run_target, schema, state
 from tests.tls_support import ConnectProxy
 
 #: No proxy settings inherited from the machine running the tests.
-NO_PROXY_ENV = {name: "" for name in (
-    "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
-    "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-)}
+NO_PROXY_ENV = {
+    name: ""
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+    )
+}
 
 
 def proxy_env(**values: str) -> dict[str, str]:
@@ -105,17 +116,32 @@ def test_requests_ca_bundle_from_the_environment_is_honoured(https_emulator, htt
 @pytest.mark.timeout(60)
 def test_emulator_cli_serves_https(cert):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "target_databox.emulator", "--port", "0", "--api-key", API_KEY,
-         "--tls-cert", str(cert[0]), "--tls-key", str(cert[1])],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "target_databox.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            API_KEY,
+            "--tls-cert",
+            str(cert[0]),
+            "--tls-key",
+            str(cert[1]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().split()[-1]
         assert url.startswith("https://127.0.0.1:")
         context = ssl.create_default_context(cafile=str(cert[0]))
-        request = urllib.request.Request(url + "/v1/auth/validate-key",  # noqa: S310
-                                         headers={"x-api-key": API_KEY})
+        request = urllib.request.Request(  # noqa: S310
+            url + "/v1/auth/validate-key",
+            headers={"x-api-key": API_KEY},
+        )
         with urllib.request.urlopen(request, context=context, timeout=10) as answer:  # noqa: S310
             assert json.loads(answer.read())["status"] == "success"
     finally:
@@ -125,8 +151,18 @@ def test_emulator_cli_serves_https(cert):
 
 def test_emulator_cli_wants_cert_and_key_together(cert):
     proc = subprocess.run(
-        [sys.executable, "-m", "target_databox.emulator", "--api-key", API_KEY,
-         "--tls-cert", str(cert[0])], capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "target_databox.emulator",
+            "--api-key",
+            API_KEY,
+            "--tls-cert",
+            str(cert[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "--tls-cert and --tls-key" in proc.stderr
@@ -138,8 +174,7 @@ def test_emulator_cli_wants_cert_and_key_together(cert):
 @pytest.mark.timeout(120)
 def test_every_request_goes_through_the_https_proxy(https_emulator, https_config, proxy):
     ports = accepted_ports(https_emulator)
-    run = run_target(https_config, messages(),
-                     env=proxy_env(https_proxy=proxy.url))
+    run = run_target(https_config, messages(), env=proxy_env(https_proxy=proxy.url))
     assert run.returncode == 0, run.stderr[-3000:]
     assert landed(https_emulator) == list(range(1, 31))
     assert proxy.tunnels, "nothing went through the proxy"
@@ -153,8 +188,9 @@ def test_every_request_goes_through_the_https_proxy(https_emulator, https_config
 
 @pytest.mark.timeout(120)
 def test_no_proxy_bypasses_the_proxy(https_emulator, https_config, proxy):
-    run = run_target(https_config, messages(),
-                     env=proxy_env(https_proxy=proxy.url, no_proxy="127.0.0.1"))
+    run = run_target(
+        https_config, messages(), env=proxy_env(https_proxy=proxy.url, no_proxy="127.0.0.1")
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert landed(https_emulator) == list(range(1, 31))
     assert proxy.tunnels == []
@@ -175,8 +211,9 @@ def test_plain_http_to_loopback_never_goes_through_a_proxy(emulator, config, pro
 def test_an_unreachable_proxy_fails_clearly_without_the_key(https_config):
     with socket.create_server(("127.0.0.1", 0)) as probe:
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    run = run_target({**https_config, "max_retry_seconds": 1}, messages(),
-                     env=proxy_env(https_proxy=dead))
+    run = run_target(
+        {**https_config, "max_retry_seconds": 1}, messages(), env=proxy_env(https_proxy=dead)
+    )
     assert run.returncode != 0
     assert any("failed without an answer" in e for e in run.error_lines), run.stderr[-2000:]
     assert "Traceback" not in run.stderr
@@ -201,8 +238,12 @@ def test_a_proxy_asking_for_credentials_is_a_one_line_config_error(https_config)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310
-                                     headers={"x-api-key": API_KEY, **headers})
+    request = urllib.request.Request(  # noqa: S310
+        url,
+        data=body,
+        method="POST",
+        headers={"x-api-key": API_KEY, **headers},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
             return answer.status, json.loads(answer.read())
@@ -223,8 +264,9 @@ def test_post_without_json_content_type_is_415(emulator, content_type):
 
 def test_json_content_type_with_parameters_is_accepted_and_the_knob_turns_it_off(emulator):
     body = b'{"title": "t"}'
-    status, _ = post(emulator.url + "/v1/data-sources", body,
-                     {"Content-Type": "application/json; charset=utf-8"})
+    status, _ = post(
+        emulator.url + "/v1/data-sources", body, {"Content-Type": "application/json; charset=utf-8"}
+    )
     assert status == 200
     emulator.config.require_json_content_type = False
     status, _ = post(emulator.url + "/v1/data-sources", body, {"Content-Type": "text/plain"})
@@ -284,9 +326,10 @@ class BreaksTlsOnce:
                     os.write(conn.fileno(), b"this is not a TLS record at all\r\n")
                     continue
                 body = b'{"requestId": "r", "status": "success"}'
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body))
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
 
     def close(self) -> None:
         self.listener.close()
@@ -298,7 +341,10 @@ def test_tls_failure_after_the_handshake_is_retried_like_a_drop(cert):
     server = BreaksTlsOnce(cert)
     try:
         client = DataboxClient(
-            API_KEY, api_url=server.url, pacer=RequestPacer(1000, 1e7), ca_bundle=str(cert[0]),
+            API_KEY,
+            api_url=server.url,
+            pacer=RequestPacer(1000, 1e7),
+            ca_bundle=str(cert[0]),
             retry=RetryPolicy(max_seconds=5, initial_wait=0.01, max_wait=0.02),
         )
         client.validate_key()
@@ -309,13 +355,16 @@ def test_tls_failure_after_the_handshake_is_retried_like_a_drop(cert):
 
 
 def test_content_type_knob_is_set_through_the_control_endpoint(emulator):
-    status, _ = post(emulator.url + "/_emulator/config",
-                     json.dumps({"require_json_content_type": False}).encode(),
-                     {"Content-Type": "application/json"})
+    status, _ = post(
+        emulator.url + "/_emulator/config",
+        json.dumps({"require_json_content_type": False}).encode(),
+        {"Content-Type": "application/json"},
+    )
     assert status == 200
     assert emulator.config.require_json_content_type is False
-    status, _ = post(emulator.url + "/v1/data-sources", b'{"title": "t"}',
-                     {"Content-Type": "text/plain"})
+    status, _ = post(
+        emulator.url + "/v1/data-sources", b'{"title": "t"}', {"Content-Type": "text/plain"}
+    )
     assert status == 200
 
 
@@ -328,8 +377,9 @@ def test_a_missing_requests_ca_bundle_is_a_clear_error(monkeypatch, tmp_path):
     # ca_bundle, when set, wins over the environment.
     cert = tmp_path / "ca.pem"
     cert.write_text("")
-    DataboxClient(API_KEY, api_url="https://127.0.0.1:9", pacer=RequestPacer(10, 100),
-                  ca_bundle=str(cert)).close()
+    DataboxClient(
+        API_KEY, api_url="https://127.0.0.1:9", pacer=RequestPacer(10, 100), ca_bundle=str(cert)
+    ).close()
 
 
 @pytest.mark.parametrize("variable", ["https_proxy", "all_proxy"])

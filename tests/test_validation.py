@@ -38,9 +38,11 @@ def pw_numeric(precision: int | None, scale: int | None) -> dict:
     scale = 38 if scale is None else scale
     return {
         "type": ["null", "number"],
-        "exclusiveMaximum": True, "maximum": 10 ** (precision - scale),
+        "exclusiveMaximum": True,
+        "maximum": 10 ** (precision - scale),
         "multipleOf": 10 ** (0 - scale),
-        "exclusiveMinimum": True, "minimum": -(10 ** (precision - scale)),
+        "exclusiveMinimum": True,
+        "minimum": -(10 ** (precision - scale)),
     }
 
 
@@ -57,48 +59,68 @@ PW_PROPERTIES = {
     "born_on": {"type": ["null", "string"], "format": "date-time"},
     "opens_at": {"type": ["null", "string"], "format": "time"},
     "doc": {"type": ["null", "object", "array"]},
-    "tags": {"type": ["null", "array"],
-             "items": {"$ref": "#/definitions/sdc_recursive_string_array"}},
+    "tags": {
+        "type": ["null", "array"],
+        "items": {"$ref": "#/definitions/sdc_recursive_string_array"},
+    },
     "ref": {"type": ["null", "string"]},
 }
 
 PW_SCHEMA = {
-    "type": "SCHEMA", "stream": "public-orders",
+    "type": "SCHEMA",
+    "stream": "public-orders",
     "schema": {"type": "object", "properties": PW_PROPERTIES, "definitions": DEFINITIONS},
-    "key_properties": ["id"], "bookmark_properties": ["ratio"],
+    "key_properties": ["id"],
+    "bookmark_properties": ["ratio"],
 }
 
 
 def pw_record(n: int, **overrides: str) -> str:
     """A RECORD line as pipelinewise writes it (numbers as exact decimal text)."""
     values = {
-        "id": str(n), "big_id": "9223372036854775807", "price": "12.34",
-        "ratio": "0.000001", "free_numeric": "0.12345678901234567890123456789012345678",
-        "score": "1700000000.5", "name": json.dumps(f"n{n} 😀"), "active": "true",
-        "created_at": '"2024-03-31T01:30:00+00:00"', "born_on": '"2020-02-29T00:00:00+00:00"',
-        "opens_at": '"10:30:00"', "doc": '{"a": {"b": [1, 2]}}', "tags": '["x", null, ["y"]]',
+        "id": str(n),
+        "big_id": "9223372036854775807",
+        "price": "12.34",
+        "ratio": "0.000001",
+        "free_numeric": "0.12345678901234567890123456789012345678",
+        "score": "1700000000.5",
+        "name": json.dumps(f"n{n} 😀"),
+        "active": "true",
+        "created_at": '"2024-03-31T01:30:00+00:00"',
+        "born_on": '"2020-02-29T00:00:00+00:00"',
+        "opens_at": '"10:30:00"',
+        "doc": '{"a": {"b": [1, 2]}}',
+        "tags": '["x", null, ["y"]]',
         "ref": '"0b7a7f3e-0000-4000-8000-000000000001"',
     }
     values.update(overrides)
     body = ", ".join(f'"{k}": {v}' for k, v in values.items())
     return (
-        '{"type": "RECORD", "stream": "public-orders", "record": {' + body + '}, '
+        '{"type": "RECORD", "stream": "public-orders", "record": {' + body + "}, "
         '"version": 1700000000000, "time_extracted": "2024-01-01T00:00:00.000000Z"}'
     )
 
 
 def pw_lines(*records: str) -> str:
-    lines = [json.dumps(PW_SCHEMA), *records, '{"type": "STATE", "value": {"bookmarks": '
-             '{"public-orders": {"replication_key_value": 0.000001}}}}']
+    lines = [
+        json.dumps(PW_SCHEMA),
+        *records,
+        '{"type": "STATE", "value": {"bookmarks": '
+        '{"public-orders": {"replication_key_value": 0.000001}}}}',
+    ]
     return "\n".join(lines) + "\n"
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("validate", [True, False])
 def test_pipelinewise_schema_loads_exact_values(emulator, config, validate):
-    run = run_target({**config, "validate_records": validate},
-                     pw_lines(pw_record(1), pw_record(2, price="99999999.99", ratio="-5",
-                                                      free_numeric="1E-38", tags="null")))
+    run = run_target(
+        {**config, "validate_records": validate},
+        pw_lines(
+            pw_record(1),
+            pw_record(2, price="99999999.99", ratio="-5", free_numeric="1E-38", tags="null"),
+        ),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     assert run.states == [{"bookmarks": {"public-orders": {"replication_key_value": 0.000001}}}]
@@ -122,8 +144,11 @@ def test_pipelinewise_schema_loads_exact_values(emulator, config, validate):
     [
         ({"price": "12.345"}, "price", "must be multiple of 0.01"),
         ({"price": "100000000"}, "price", "must be smaller than 100000000"),
-        ({"free_numeric": "1.000000000000000000000000000000000000001"}, "free_numeric",
-         "must be multiple of 1E-38"),
+        (
+            {"free_numeric": "1.000000000000000000000000000000000000001"},
+            "free_numeric",
+            "must be multiple of 1E-38",
+        ),
         ({"name": '"' + "x" * 41 + '"'}, "name", "must be shorter than or equal to 40"),
         ({"tags": '["x", 1]'}, "tags[1]", "must be null or string or array"),
         ({"active": '"yes"'}, "active", "must be null or boolean"),
@@ -135,8 +160,11 @@ def test_a_record_violating_a_real_schema_is_one_line(emulator, config, override
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert len(run.error_lines) == 1, run.error_lines
     line = run.error_lines[0]
-    for needle in ("Stream 'public-orders', record 2 (input line 3)", f"field '{field}' {rule}",
-                   "validate_records: false"):
+    for needle in (
+        "Stream 'public-orders', record 2 (input line 3)",
+        f"field '{field}' {rule}",
+        "validate_records: false",
+    ):
         assert needle in line, line
     assert run.states == []
 
@@ -145,21 +173,42 @@ def test_a_record_violating_a_real_schema_is_one_line(emulator, config, override
 def test_meltano_sdk_style_schema_with_formats(emulator, config):
     """SDK taps write ["x", "null"] unions and formats; formats are not asserted (like the
     SDK's default validator), date-times are checked and normalized when shaped."""
-    schema = {"type": "SCHEMA", "stream": "events", "key_properties": ["id"], "schema": {
-        "type": "object", "properties": {
-            "id": {"type": ["integer", "null"]},
-            "amount": {"type": ["number", "null"]},
-            "at": {"type": ["string", "null"], "format": "date-time"},
-            "day": {"type": ["string", "null"], "format": "date"},
-            "email": {"type": ["string", "null"], "format": "email"},
-            "uid": {"type": ["string", "null"], "format": "uuid"},
-            "meta": {"anyOf": [{"type": "object"}, {"type": "null"}]},
-        }}}
+    schema = {
+        "type": "SCHEMA",
+        "stream": "events",
+        "key_properties": ["id"],
+        "schema": {
+            "type": "object",
+            "properties": {
+                "id": {"type": ["integer", "null"]},
+                "amount": {"type": ["number", "null"]},
+                "at": {"type": ["string", "null"], "format": "date-time"},
+                "day": {"type": ["string", "null"], "format": "date"},
+                "email": {"type": ["string", "null"], "format": "email"},
+                "uid": {"type": ["string", "null"], "format": "uuid"},
+                "meta": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            },
+        },
+    }
     records = [
-        {"id": 1, "amount": 1.25, "at": "2024-10-27T01:30:00+02:00", "day": "2024-02-29",
-         "email": "not-an-email", "uid": "not-a-uuid", "meta": {"k": "v"}},
-        {"id": 2, "amount": None, "at": None, "day": None, "email": None, "uid": None,
-         "meta": None},
+        {
+            "id": 1,
+            "amount": 1.25,
+            "at": "2024-10-27T01:30:00+02:00",
+            "day": "2024-02-29",
+            "email": "not-an-email",
+            "uid": "not-a-uuid",
+            "meta": {"k": "v"},
+        },
+        {
+            "id": 2,
+            "amount": None,
+            "at": None,
+            "day": None,
+            "email": None,
+            "uid": None,
+            "meta": None,
+        },
     ]
     lines = [json.dumps(schema)] + [
         json.dumps({"type": "RECORD", "stream": "events", "record": r}) for r in records
@@ -196,8 +245,12 @@ def test_a_validator_bug_is_one_line_not_a_traceback(emulator, config):
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert len(run.error_lines) == 1, run.error_lines
     line = run.error_lines[0]
-    for needle in ("Stream 'public-orders', record 1 (input line 2)",
-                   "the schema validator failed", "ZeroDivisionError", "validate_records: false"):
+    for needle in (
+        "Stream 'public-orders', record 1 (input line 2)",
+        "the schema validator failed",
+        "ZeroDivisionError",
+        "validate_records: false",
+    ):
         assert needle in line, line
     assert run.states == []
 
@@ -210,8 +263,9 @@ def test_when_the_exact_check_cannot_be_compiled_validation_goes_on_without_it(e
         raise AttributeError("fastjsonschema changed")
     validation._generator_for = broken
     """
-    run = run_patched(config, pw_lines(pw_record(1), pw_record(2, price="12.345")).splitlines(),
-                      patch)
+    run = run_patched(
+        config, pw_lines(pw_record(1), pw_record(2, price="12.345")).splitlines(), patch
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "multipleOf is not checked" in run.stderr
     rows = emulator.rows(emulator.find_dataset("public-orders")["id"])
@@ -243,8 +297,11 @@ def test_draft4_bounds_become_draft6():
     with pytest.raises(Exception, match="must be smaller than 100"):
         validate({"n": Decimal("100")})
     # A schema that says it is draft 4 keeps its booleans (fastjsonschema's draft-4 rules).
-    draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",
-              "properties": {"n": pw_numeric(4, 2)}}
+    draft4 = {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "properties": {"n": pw_numeric(4, 2)},
+    }
     validate = compile_record_validator(draft4)
     validate({"n": Decimal("99.99")})
     with pytest.raises(Exception, match="must be smaller than 100"):
@@ -265,13 +322,18 @@ ML_TAGS = {"type": ["array", "null"], "items": {"type": "string"}}
 def test_null_array_elements_pass_whatever_the_items_schema_says():
     noted: list[str] = []
     validate = compile_record_validator(
-        {"type": "object", "properties": {
-            "tags": ML_TAGS,
-            "grid": {"type": "array", "items": {"type": "array", "items": {"enum": ["a"]}}},
-            "rows": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string"}}}},
-            "n": {"type": "integer"},
-        }},
+        {
+            "type": "object",
+            "properties": {
+                "tags": ML_TAGS,
+                "grid": {"type": "array", "items": {"type": "array", "items": {"enum": ["a"]}}},
+                "rows": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                },
+                "n": {"type": "integer"},
+            },
+        },
         on_null_item=noted.append,
     )
     validate({"tags": ["a", None, "b"], "n": 1})
@@ -294,11 +356,17 @@ def test_null_array_elements_pass_whatever_the_items_schema_says():
 def test_a_null_array_element_loads_and_is_said_once_per_stream_and_field(emulator, config):
     """MeltanoLabs tap-postgres sends NULL elements of text[] columns whose items it
     declares as strings: with validation on (the default) they load, said once."""
-    schema = {"type": "SCHEMA", "stream": "public-corpus", "key_properties": ["id"],
-              "schema": {"type": "object", "properties": {
-                  "id": {"type": ["integer"]}, "tags": ML_TAGS}}}
-    records = [{"id": 1, "tags": ["a", None]}, {"id": 2, "tags": [None, "b", None]},
-               {"id": 3, "tags": None}]
+    schema = {
+        "type": "SCHEMA",
+        "stream": "public-corpus",
+        "key_properties": ["id"],
+        "schema": {"type": "object", "properties": {"id": {"type": ["integer"]}, "tags": ML_TAGS}},
+    }
+    records = [
+        {"id": 1, "tags": ["a", None]},
+        {"id": 2, "tags": [None, "b", None]},
+        {"id": 3, "tags": None},
+    ]
     lines = [json.dumps(schema)] + [
         json.dumps({"type": "RECORD", "stream": "public-corpus", "record": r}) for r in records
     ]

@@ -56,8 +56,11 @@ class ScriptedDatabox:
             self.order.append(ident)
 
     def finish(self, ident: str, n: int, rejected: int = 0, word: str = "success") -> None:
-        counts = {"receivedRecordsCount": n, "appendedRecordsCount": n - rejected,
-                  "rejectedRecordsCount": rejected}
+        counts = {
+            "receivedRecordsCount": n,
+            "appendedRecordsCount": n - rejected,
+            "rejectedRecordsCount": rejected,
+        }
         self.add(ident, word, counts)
 
     def list_ingestions(self, dataset_id: str, *, page: int, page_size: int | None) -> Any:
@@ -65,7 +68,8 @@ class ScriptedDatabox:
         limit = self.reject_page_size_over
         if page_size is not None and limit is not None and page_size > limit:
             raise DataboxApiError(
-                "ingestion status listing", 400,
+                "ingestion status listing",
+                400,
                 errors=[ApiErrorDetail("invalid_input", "too big", "pageSize")],
             )
         size = min(page_size or 100, self.page_cap)
@@ -94,9 +98,7 @@ def databox() -> ScriptedDatabox:
     return ScriptedDatabox()
 
 
-def make_verifier(
-    databox: ScriptedDatabox, clock: FakeClock, **kwargs: Any
-) -> IngestionVerifier:
+def make_verifier(databox: ScriptedDatabox, clock: FakeClock, **kwargs: Any) -> IngestionVerifier:
     verifier = IngestionVerifier(
         databox,  # type: ignore[arg-type]
         timeout_seconds=kwargs.pop("timeout_seconds", 600),
@@ -118,11 +120,19 @@ Settled = dict[str, Outcome | None]
 
 
 def track(
-    verifier: IngestionVerifier, clock: FakeClock, ident: str, settled: Settled,
-    dataset: str = "ds", count: int = 10,
+    verifier: IngestionVerifier,
+    clock: FakeClock,
+    ident: str,
+    settled: Settled,
+    dataset: str = "ds",
+    count: int = 10,
 ) -> PendingIngestion:
     pending = PendingIngestion(
-        dataset, "orders", ident, count, clock.now,
+        dataset,
+        "orders",
+        ident,
+        count,
+        clock.now,
         lambda p, outcome: settled.__setitem__(p.ingestion_id, outcome),
     )
     verifier.track(pending)
@@ -243,9 +253,7 @@ def test_page_size_comes_from_the_answer(verifier, databox, clock):
     assert [page for kind, (page, _) in databox.reads if kind == "list"] == [1, 4, 3]
 
 
-def test_a_refused_page_size_is_dropped_for_the_rest_of_the_run(
-    verifier, databox, clock, caplog
-):
+def test_a_refused_page_size_is_dropped_for_the_rest_of_the_run(verifier, databox, clock, caplog):
     databox.reject_page_size_over = 100
     databox.add("i0")
     caplog.set_level(logging.INFO, logger="test-verify")
@@ -303,6 +311,7 @@ def test_the_deadline_names_the_ingestion_and_the_setting(databox, clock):
     verifier = make_verifier(databox, clock, timeout_seconds=30)
     databox.add("stuck", word="queued")
     track(verifier, clock, "stuck", {})
+
     def play_200_seconds() -> None:
         for _ in range(200):
             clock.now += 1

@@ -42,8 +42,9 @@ def run_doctor(
 ) -> int:
     """Run every check; print the report; return the exit code (`sleep` is for tests)."""
     settings = Settings.from_config(config)
-    session = Session(settings, str(config["api_key"]), logger=logger, user_agent=user_agent,
-                      sleep=sleep)
+    session = Session(
+        settings, str(config["api_key"]), logger=logger, user_agent=user_agent, sleep=sleep
+    )
     findings = Findings()
     error: str | None = None
     interrupted: int | None = None
@@ -62,8 +63,9 @@ def run_doctor(
             error = " ".join(str(exc).split())
         except Exception as exc:  # an answer of an unexpected shape: still clean up, one line
             logger.debug("Doctor failed", exc_info=True)
-            error = " ".join(f"unexpected answer from Databox ({type(exc).__name__}: {exc})"
-                             .split())
+            error = " ".join(
+                f"unexpected answer from Databox ({type(exc).__name__}: {exc})".split()
+            )
         except KeyboardInterrupt:
             interrupted, error = 130, "interrupted (Ctrl-C)"
         except _Stop:
@@ -72,8 +74,12 @@ def run_doctor(
             try:
                 session.close(keep=keep)
             except TargetDataboxError as exc:
-                logger.error("Could not delete the scratch data source %s (%r): %s",
-                             session.data_source_id, session.title, exc)
+                logger.error(
+                    "Could not delete the scratch data source %s (%r): %s",
+                    session.data_source_id,
+                    session.title,
+                    exc,
+                )
     finally:
         if _main_thread():
             signal.signal(signal.SIGTERM, previous)

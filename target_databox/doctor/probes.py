@@ -79,15 +79,28 @@ class Findings:
     notes: list[str] = field(default_factory=list)
 
     def behaviour(self) -> list[Sent]:
-        return [s for s in (self.clean, self.typed, self.same_key, self.order_first,
-                            self.order_second, self.overwrite, self.after_purge) if s]
+        return [
+            s
+            for s in (
+                self.clean,
+                self.typed,
+                self.same_key,
+                self.order_first,
+                self.order_second,
+                self.overwrite,
+                self.after_purge,
+            )
+            if s
+        ]
 
 
 def big_body() -> tuple[bytes, int]:
     """A body of BIG_BODY_RECORDS records just over 1,000,000 bytes."""
+
     def body(pad: int) -> bytes:
         records = [{"i": i, "pad": "p" * pad} for i in range(BIG_BODY_RECORDS)]
         return json.dumps({"records": records}, separators=(",", ":")).encode()
+
     base = len(body(0))
     pad = -(-(1_000_001 - base) // BIG_BODY_RECORDS)
     data = body(pad)
@@ -106,26 +119,29 @@ def run_probes(session: Session, findings: Findings, *, rate_limit: bool) -> Non
     findings.big_body_bytes = len(data)
     findings.big_body = session.ingest_body(limits, "big body", data, count)
 
-    findings.clean = session.ingest(behaviour, "clean", [
-        {"id": 1, "keep": secrets.token_hex(KEEP_CHARS // 2), "note": "a"}])
+    findings.clean = session.ingest(
+        behaviour, "clean", [{"id": 1, "keep": secrets.token_hex(KEEP_CHARS // 2), "note": "a"}]
+    )
     if findings.clean.accepted:
         session.read_detail(findings.clean)  # as early as possible: the word while processing
     findings.typed = _send_typed(session, behaviour, findings)
-    findings.same_key = session.ingest(behaviour, "same key twice", [
-        {"id": 30, "v": "first"}, {"id": 30, "v": "second"}])
+    findings.same_key = session.ingest(
+        behaviour, "same key twice", [{"id": 30, "v": "first"}, {"id": 30, "v": "second"}]
+    )
     findings.order_first = session.ingest(behaviour, "order 1", [{"id": 40, "order_probe": 1}])
-    findings.order_second = session.ingest(behaviour, "order 2",
-                                           [{"id": 40, "order_probe": "second"}])
+    findings.order_second = session.ingest(
+        behaviour, "order 2", [{"id": 40, "order_probe": "second"}]
+    )
     session.settle(behaviour, findings.behaviour(), details=True, keep=12)
-    session.settle(limits, [*findings.sizes.values(), findings.big_body], details=False,
-                   keep=9)
+    session.settle(limits, [*findings.sizes.values(), findings.big_body], details=False, keep=9)
     thousand = findings.sizes[1000]
     if thousand.accepted and thousand.finished and thousand.outcome is None:
         session.read_detail(thousand)  # did all 1,000 land? (the recommendation rests on it)
 
     if any(s.accepted and not s.finished for s in findings.behaviour()):
-        findings.notes.append("the overwrite and purge questions were skipped: the first "
-                              "ingestions did not finish")
+        findings.notes.append(
+            "the overwrite and purge questions were skipped: the first ingestions did not finish"
+        )
     else:
         _overwrite_and_purge(session, findings, behaviour)
 
@@ -148,8 +164,9 @@ def _overwrite_and_purge(session: Session, findings: Findings, behaviour: str) -
 
     session.client.purge_dataset(behaviour)
     findings.purged = True
-    findings.after_purge = session.ingest(behaviour, "after purge",
-                                          [{"id": 50, "n": "text after the purge"}])
+    findings.after_purge = session.ingest(
+        behaviour, "after purge", [{"id": 50, "n": "text after the purge"}]
+    )
     session.settle(behaviour, [findings.after_purge], details=True, first_delay=wait)
 
 
@@ -162,13 +179,17 @@ def _send_typed(session: Session, dataset_id: str, findings: Findings) -> Sent:
         if sent.accepted or sent.refusal is None:
             break
         fields = {e.field for e in sent.refusal.errors if e.field}
-        culprits = [(name, i) for name, i, key in REJECTION_PROBES
-                    if key in fields and name not in findings.refused_probes]
+        culprits = [
+            (name, i)
+            for name, i, key in REJECTION_PROBES
+            if key in fields and name not in findings.refused_probes
+        ]
         if not culprits:
             break
         for name, index in culprits:
-            findings.refused_probes[name] = "the whole request was refused (" + describe_error(
-                sent.refusal) + ")"
+            findings.refused_probes[name] = (
+                "the whole request was refused (" + describe_error(sent.refusal) + ")"
+            )
             records[index] = {"id": 100 + index, "filler": "x"}
         sent = session.ingest(dataset_id, "rejections", records)
     return sent

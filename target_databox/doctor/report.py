@@ -22,14 +22,18 @@ def recommended_config(findings: Findings, checks: list[Check]) -> dict[str, Any
     return config
 
 
-def build(findings: Findings, checks: list[Check], session: Session,
-          error: str | None) -> dict[str, Any]:
+def build(
+    findings: Findings, checks: list[Check], session: Session, error: str | None
+) -> dict[str, Any]:
     report: dict[str, Any] = {
         "checks": [c.to_json() for c in checks],
         "recommended_config": recommended_config(findings, checks),
         "requests": session.requests,
-        "scratch_data_source": {"title": session.title, "id": session.data_source_id,
-                                "deleted": session.deleted},
+        "scratch_data_source": {
+            "title": session.title,
+            "id": session.data_source_id,
+            "deleted": session.deleted,
+        },
     }
     if findings.notes:
         report["notes"] = findings.notes
@@ -52,14 +56,20 @@ def _text(observed: Any) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The human-readable report: one row per check, then what to change."""
-    lines = ["Part B = the API reference's assumption held; ok = the target handles the answer",
-             "", f"{'check':<26} {'Part B':<6} {'ok':<3} observed", "-" * 100]
+    lines = [
+        "Part B = the API reference's assumption held; ok = the target handles the answer",
+        "",
+        f"{'check':<26} {'Part B':<6} {'ok':<3} observed",
+        "-" * 100,
+    ]
     if not report["checks"]:
         lines = ["No question was asked."]
     for check in report["checks"]:
         observed = textwrap.wrap(_text(check["observed"]), 63) or [""]
-        lines.append(f"{check['id']:<26} {_flag(check['assumption_holds']):<6} "
-                     f"{'yes' if check['handled'] else 'NO':<3} {observed[0]}")
+        lines.append(
+            f"{check['id']:<26} {_flag(check['assumption_holds']):<6} "
+            f"{'yes' if check['handled'] else 'NO':<3} {observed[0]}"
+        )
         lines.extend(" " * 37 + more for more in observed[1:])
     if report["checks"]:
         lines.append("")
@@ -78,7 +88,12 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"{report['requests']} requests. Scratch data source {source['id']} "
         f"({source['title']!r}): "
-        + ("deleted" if source["deleted"] else "KEPT (delete it in Databox when done)"
-           if source["id"] is not None else "never created")
+        + (
+            "deleted"
+            if source["deleted"]
+            else "KEPT (delete it in Databox when done)"
+            if source["id"] is not None
+            else "never created"
+        )
     )
     return "\n".join(lines)

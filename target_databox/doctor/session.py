@@ -42,8 +42,9 @@ class BudgetPacer(RequestPacer):
     """The target's pacer, plus a hard cap on the requests spent (and an unpaced mode
     for the deliberate burst of the rate-limit check)."""
 
-    def __init__(self, per_second: float, per_hour: float, *, limit: int,
-                 logger: logging.Logger) -> None:
+    def __init__(
+        self, per_second: float, per_hour: float, *, limit: int, logger: logging.Logger
+    ) -> None:
         super().__init__(per_second, per_hour, logger=logger)
         self.limit = limit
         self.used = 0
@@ -110,24 +111,39 @@ class PageProbe:
 class Session:
     """The scratch data source and the requests the checks make."""
 
-    def __init__(self, settings: Settings, api_key: str, *, logger: logging.Logger,
-                 user_agent: str, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        api_key: str,
+        *,
+        logger: logging.Logger,
+        user_agent: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.logger = logger
-        self.pacer = BudgetPacer(settings.max_requests_per_second,
-                                 settings.max_requests_per_hour, limit=MAX_REQUESTS,
-                                 logger=logger)
+        self.pacer = BudgetPacer(
+            settings.max_requests_per_second,
+            settings.max_requests_per_hour,
+            limit=MAX_REQUESTS,
+            logger=logger,
+        )
         self.client = DataboxClient(
-            api_key, api_url=settings.api_url, pacer=self.pacer,
+            api_key,
+            api_url=settings.api_url,
+            pacer=self.pacer,
             retry=RetryPolicy(max_seconds=min(settings.max_retry_seconds, 60.0)),
-            ca_bundle=settings.ca_bundle, user_agent=user_agent, logger=logger,
+            ca_bundle=settings.ca_bundle,
+            user_agent=user_agent,
+            logger=logger,
         )
         self._api_key = api_key
         self._user_agent = user_agent
         self.sleep = sleep
         self.account_id: int | None = settings.account_id
         self.title = "target-databox doctor " + datetime.now(timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
         self.data_source_id: int | None = None
         self._creating = False
         self.deleted = False
@@ -154,16 +170,20 @@ class Session:
             accounts = self.client.list_accounts()
             if len(accounts) != 1:
                 listed = ", ".join(f"{a.get('id')} ({a.get('name')})" for a in accounts)
-                msg = (f"the API key sees {len(accounts)} accounts ({listed or 'none'}); "
-                       "set account_id to the one the doctor may use")
+                msg = (
+                    f"the API key sees {len(accounts)} accounts ({listed or 'none'}); "
+                    "set account_id to the one the doctor may use"
+                )
                 raise ConfigurationError(msg)
             self.account_id = int(accounts[0]["id"])
         self._creating = True
-        source = self.client.create_data_source(self.title, account_id=self.account_id,
-                                                timezone="UTC")
+        source = self.client.create_data_source(
+            self.title, account_id=self.account_id, timezone="UTC"
+        )
         self.data_source_id = int(source["id"])
-        self.logger.info("Doctor: scratch data source %s (%r) created",
-                         self.data_source_id, self.title)
+        self.logger.info(
+            "Doctor: scratch data source %s (%r) created", self.data_source_id, self.title
+        )
 
     def close(self, *, keep: bool) -> None:
         """Delete the scratch data source (unless kept); confirm it is gone."""
@@ -172,8 +192,11 @@ class Session:
         try:
             if self.data_source_id is None and self._creating and self.account_id is not None:
                 # Stopped while creating it: it may exist without our knowing its id.
-                found = [x for x in self.client.list_data_sources(self.account_id)
-                         if x.get("title") == self.title]
+                found = [
+                    x
+                    for x in self.client.list_data_sources(self.account_id)
+                    if x.get("title") == self.title
+                ]
                 self.data_source_id = int(found[0]["id"]) if found else None
             if self.data_source_id is not None and not keep:
                 self.client.delete_data_source(self.data_source_id)
@@ -185,8 +208,9 @@ class Session:
 
     def dataset(self, title: str, primary_keys: list[str] | None) -> str:
         assert self.data_source_id is not None
-        made = self.client.create_dataset(title, data_source_id=self.data_source_id,
-                                          primary_keys=primary_keys)
+        made = self.client.create_dataset(
+            title, data_source_id=self.data_source_id, primary_keys=primary_keys
+        )
         return str(made["id"])
 
     # Ingestions ----------------------------------------------------------------------
@@ -232,8 +256,15 @@ class Session:
         if sent.finished_after is None:
             sent.finished_after = round(time.monotonic() - sent.accepted_at, 2)
 
-    def settle(self, dataset_id: str, sents: Iterable[Sent], *, details: bool,
-               keep: int = 0, first_delay: float = 0.0) -> None:
+    def settle(
+        self,
+        dataset_id: str,
+        sents: Iterable[Sent],
+        *,
+        details: bool,
+        keep: int = 0,
+        first_delay: float = 0.0,
+    ) -> None:
         """Wait (about a minute at most) until each accepted ingestion is finished.
 
         The list says which are; an unknown word, a missing status or an absent entry is
@@ -268,15 +299,15 @@ class Session:
         """Status word per ingestion id from page 1 of the list (pageSize 1000 first)."""
         if self.page.answer == "not asked":
             try:
-                answer = self.client.list_ingestions(dataset_id, page=1,
-                                                     page_size=LIST_PAGE_SIZE)
+                answer = self.client.list_ingestions(dataset_id, page=1, page_size=LIST_PAGE_SIZE)
             except DataboxApiError as exc:
                 if exc.status != 400:
                     raise
                 self.page.answer = "refused (" + describe_error(exc) + ")"
                 self._page_size = DEFAULT_PAGE_SIZE
-                answer = self.client.list_ingestions(dataset_id, page=1,
-                                                     page_size=DEFAULT_PAGE_SIZE)
+                answer = self.client.list_ingestions(
+                    dataset_id, page=1, page_size=DEFAULT_PAGE_SIZE
+                )
             else:
                 pagination = answer.get("pagination")
                 size = pagination.get("pageSize") if isinstance(pagination, dict) else None
@@ -289,8 +320,7 @@ class Session:
             pagination = answer.get("pagination")
             self.page.pagination = pagination if isinstance(pagination, dict) else None
         else:
-            answer = self.client.list_ingestions(dataset_id, page=1,
-                                                 page_size=self._page_size)
+            answer = self.client.list_ingestions(dataset_id, page=1, page_size=self._page_size)
         items = [i for i in answer.get("ingestions") or [] if isinstance(i, dict)]
         self.last_list[dataset_id] = items
         if items:
@@ -309,9 +339,13 @@ class Session:
     def burst(self, count: int) -> DataboxApiError | None:
         """Send up to `count` cheap requests at once; the first 429, if any."""
         burst_client = DataboxClient(
-            self._api_key, api_url=self.settings.api_url, pacer=self.pacer,
-            retry=RetryPolicy(max_seconds=0.0), ca_bundle=self.settings.ca_bundle,
-            user_agent=self._user_agent, logger=self.logger,
+            self._api_key,
+            api_url=self.settings.api_url,
+            pacer=self.pacer,
+            retry=RetryPolicy(max_seconds=0.0),
+            ca_bundle=self.settings.ca_bundle,
+            user_agent=self._user_agent,
+            logger=self.logger,
         )
         self.pacer.unpaced = True
         try:

@@ -59,20 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of API requests that fail at random (0..1)",
     )
     parser.add_argument("--fault-seed", type=int, default=0, metavar="N")
-    parser.add_argument("--tls-cert", metavar="PEM", default=None,
-                        help="serve HTTPS with this certificate (chain); needs --tls-key")
-    parser.add_argument("--tls-key", metavar="PEM", default=None,
-                        help="the private key of --tls-cert")
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        default=None,
+        help="serve HTTPS with this certificate (chain); needs --tls-key",
+    )
+    parser.add_argument(
+        "--tls-key", metavar="PEM", default=None, help="the private key of --tls-cert"
+    )
     parser.add_argument(
         "--allow-any-content-type",
         action="store_true",
         help="accept POST bodies without Content-Type: application/json (default: 415)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
-    parser.add_argument("--overwrite-keeps-missing", action="store_true",
-                        help="an overwrite keeps fields the record leaves out (default: nulled)")
-    parser.add_argument("--purge-drops-columns", action="store_true",
-                        help="a purge also forgets inferred column types (default: kept)")
+    parser.add_argument(
+        "--overwrite-keeps-missing",
+        action="store_true",
+        help="an overwrite keeps fields the record leaves out (default: nulled)",
+    )
+    parser.add_argument(
+        "--purge-drops-columns",
+        action="store_true",
+        help="a purge also forgets inferred column types (default: kept)",
+    )
     _add_alternative_flags(parser)
     return parser
 

@@ -28,10 +28,13 @@ def test_overwrite_keeps_missing_fields_when_asked(api: Api, emu: Emulator) -> N
     emu.config.overwrite_keeps_missing = True
     dataset = api.dataset(["id"])
     _apply(api, emu, dataset, [{"id": 1, "a": "x", "b": 1}, {"id": 2, "a": "y"}])
-    detail = _apply(api, emu, dataset, [{"id": 1, "a": "z"}, {"id": 3, "c": True},
-                                         {"id": 3, "a": "w"}])
+    detail = _apply(
+        api, emu, dataset, [{"id": 1, "a": "z"}, {"id": 3, "c": True}, {"id": 3, "a": "w"}]
+    )
     assert emu.rows(dataset) == [
-        {"id": 1, "a": "z", "b": 1}, {"id": 2, "a": "y"}, {"id": 3, "c": True, "a": "w"},
+        {"id": 1, "a": "z", "b": 1},
+        {"id": 2, "a": "y"},
+        {"id": 3, "c": True, "a": "w"},
     ]
     metrics = detail["metrics"]["ingestionMetrics"]
     assert (metrics["appendedRecordsCount"], metrics["overwrittenRecordsCount"]) == (1, 2)
@@ -58,8 +61,9 @@ def test_purge_drops_columns_when_asked(api: Api, emu: Emulator) -> None:
 
 
 def test_knobs_are_runtime_and_cli_flags(api: Api, emu: Emulator) -> None:
-    answer = api.post("/_emulator/config", json={"overwrite_keeps_missing": True,
-                                                  "purge_drops_columns": True})
+    answer = api.post(
+        "/_emulator/config", json={"overwrite_keeps_missing": True, "purge_drops_columns": True}
+    )
     assert answer.status_code == 200, answer.text
     assert emu.config.overwrite_keeps_missing
     assert emu.config.purge_drops_columns

@@ -98,8 +98,9 @@ def test_date_header_is_the_current_http_date(
     from target_databox.emulator import server
 
     def date_now() -> str:
-        answer = requests.get(emu.url + "/v1/auth/validate-key",
-                              headers={"x-api-key": API_KEY}, timeout=5)
+        answer = requests.get(
+            emu.url + "/v1/auth/validate-key", headers={"x-api-key": API_KEY}, timeout=5
+        )
         return answer.headers["Date"]
 
     clock = [1_800_000_000.2]
