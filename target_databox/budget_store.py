@@ -13,6 +13,7 @@ shown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
@@ -36,7 +37,12 @@ REDIS_TIMEOUT = 2.0
 REDIS_EXPIRY_MS = 2 * 3_600_000
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
+@functools.cache
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store may raise when it is lost: the pacer falls back to this process alone.
+
+    Looked up on first use, not at import: a run without a shared store (the default)
+    never imports redis or filelock (about 45 ms of every start)."""
     errors: list[type[BaseException]] = [sqlite3.Error, OSError]
     try:
         import filelock
@@ -51,12 +57,6 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(errors)
-
-
-#: What a store may raise when it is lost: the pacer falls back to this process alone.
-STORE_ERRORS = _store_errors()
-#: And what opening one may raise (a malformed URL).
-_OPEN_ERRORS: tuple[type[BaseException], ...] = (*STORE_ERRORS, ValueError)
 
 
 def redact(url: str) -> str:
@@ -160,10 +160,14 @@ class SharedBucket:
             self._on_leak()
 
     def close(self, *, leak: bool = False) -> None:
-        with contextlib.suppress(*STORE_ERRORS):  # a lost store: nothing left to release
+        try:
             if leak:
                 self.leak()
             self.bucket.close()
+        except Exception as exc:
+            if not isinstance(exc, store_errors()):
+                raise
+            # a lost store: nothing left to release
 
 
 def open_shared_bucket(spec: StoreSpec, rates: list[Rate], api_key: str) -> SharedBucket:
@@ -177,7 +181,9 @@ def open_shared_bucket(spec: StoreSpec, rates: list[Rate], api_key: str) -> Shar
             return _open_redis(spec, rates, name)
     except ConfigurationError:
         raise
-    except _OPEN_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, (*store_errors(), ValueError)):
+            raise
         reason = _scrub(f"{type(exc).__name__}: {exc}", spec.url)
         fix = (
             "check that the server runs and the URL"

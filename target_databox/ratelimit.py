@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 from pyrate_limiter import AbstractBucket, Decision, InMemoryBucket, Rate, RateItem
 
-from target_databox.budget_store import STORE_ERRORS, SharedBucket
+from target_databox.budget_store import SharedBucket, store_errors
 from target_databox.pace import AdaptivePace
 
 #: Extra window length on the one-second window (ms): absorbs scheduling and network jitter.
@@ -186,7 +186,9 @@ class RequestPacer:
             if (self._granted + 1) % LEAK_EVERY == 0:
                 self._shared.leak()
             return 0.0
-        except STORE_ERRORS as exc:
+        except Exception as exc:
+            if not isinstance(exc, store_errors()):
+                raise
             self._logger.warning(
                 "Rate limit store %s is unreachable (%s): carrying on with this run's own "
                 "pacing (at most %s); other runs on this key are no longer counted, so "
