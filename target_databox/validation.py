@@ -135,13 +135,25 @@ def adapt_schema(node: Any, *, draft4: bool) -> Any:
     return out
 
 
+#: Keywords whose value maps names (fields, definitions) to schemas: a name there is not a
+#: keyword, even when it is spelled `items`.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "definitions", "$defs"})
+
+
 def nullable_items(node: Any) -> Any:
     """A copy of the schema in which every array's items may also be null."""
     if isinstance(node, list):
         return [nullable_items(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: nullable_items(value) for key, value in node.items()}
+    out = {
+        key: (
+            {name: nullable_items(schema) for name, schema in value.items()}
+            if key in _SCHEMA_MAPS and isinstance(value, dict)
+            else nullable_items(value)
+        )
+        for key, value in node.items()
+    }
     items = out.get("items")
     if isinstance(items, dict):
         out["items"] = _or_null(items)

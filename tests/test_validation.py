@@ -352,6 +352,24 @@ def test_null_array_elements_pass_whatever_the_items_schema_says():
     assert noted == ["tags[]", "grid[][]"]
 
 
+def test_a_property_named_items_is_not_taken_for_an_arrays_items():
+    """`properties: {"items": ...}` names a field (an order's line items, say): it is not
+    the `items` keyword, and accepting null elements must not make that field nullable."""
+    validate = compile_record_validator(
+        {
+            "type": "object",
+            "properties": {  # tags first: the null element is the first violation seen
+                "tags": ML_TAGS,
+                "items": {"type": "string"},
+            },
+        },
+    )
+    validate({"items": "x", "tags": ["a", None]})
+    with pytest.raises(JsonSchemaValueException) as caught:
+        validate({"items": None, "tags": ["a", None]})
+    assert caught.value.name == "data.items"
+
+
 @pytest.mark.timeout(60)
 def test_a_null_array_element_loads_and_is_said_once_per_stream_and_field(emulator, config):
     """MeltanoLabs tap-postgres sends NULL elements of text[] columns whose items it
