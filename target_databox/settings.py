@@ -371,6 +371,20 @@ CONFIG_SCHEMA: dict[str, t.Any] = th.PropertiesList(
 SECRET_SETTINGS = frozenset(spec.key for spec in DECLARED if spec.kind is Secret)
 
 
+def invalid_config_line(summary: str, errors: t.Sequence[str]) -> str:
+    """The SDK's config check against `CONFIG_SCHEMA` failed (its `ConfigValidationError`,
+    raised before `Settings.from_config` runs): one line naming each failing setting. The SDK
+    words each error as jsonschema does, value first, then `in config['name']`; a secret's
+    value, or the store URL's (it may carry a password), is never shown."""
+    hidden = SECRET_SETTINGS | {"rate_limit_store"}
+    shown = []
+    for error in errors:
+        name = next((key for key in sorted(hidden) if f"config[{key!r}]" in error), None)
+        shown.append(f"config[{name!r}] is invalid (value not shown)" if name else error[:200])
+    text = f"{summary}: {'; '.join(shown)}" if shown else summary
+    return " ".join(f"{text}; fix the config".split())
+
+
 class RedactedConfig(dict[str, t.Any]):
     """The raw config dict, with secrets masked in its repr (it ends up in reprs of the
     SDK's config mappings, tracebacks and debuggers)."""

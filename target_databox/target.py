@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import click
 from singer_sdk.exceptions import (
+    ConfigValidationError,
     InvalidJSONSchema,
     MissingKeyPropertiesError,
     RecordsWithoutSchemaException,
@@ -38,7 +39,12 @@ from target_databox.reader import DataboxReader, Handler
 from target_databox.records import encode_json
 from target_databox.runtime import Runtime
 from target_databox.sdk_boundary import BoundaryTarget, env_config
-from target_databox.settings import CONFIG_SCHEMA, RedactedConfig, Settings
+from target_databox.settings import (
+    CONFIG_SCHEMA,
+    RedactedConfig,
+    Settings,
+    invalid_config_line,
+)
 from target_databox.sinks import DataboxSink
 from target_databox.table_versions import Activation, Spool, TableVersions
 
@@ -505,6 +511,9 @@ class TargetDatabox(BoundaryTarget):
             super().invoke(*args, **kwargs)
         except USER_ERRORS as exc:
             cls.logger.error("%s", _one_line(exc))  # one line, by design
+            sys.exit(1)
+        except ConfigValidationError as exc:  # the SDK's check of the config: a user error
+            cls.logger.error("%s", invalid_config_line(_one_line(exc), exc.errors))
             sys.exit(1)
         except Exception as exc:  # a bug: still one line, the traceback only at DEBUG
             cls.logger.debug("Unexpected error", exc_info=True)

@@ -17,6 +17,7 @@ from target_databox.settings import (
     Settings,
 )
 from target_databox.target import TargetDatabox
+from tests.support import run_target
 
 KEY = "sk-settings-test-0123456789"
 
@@ -104,6 +105,35 @@ def test_bad_values_fail_in_one_line_naming_the_setting(config, needle):
     assert needle in text
     assert "\n" not in text
     assert "fix the config" in text or "set it in the config" in text
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        (
+            {"max_records_per_request": 0},
+            "0 is less than the minimum of 1 in config['max_records_per_request']",
+        ),
+        ({"load_method": "replace"}, "'replace' is not one of"),
+        ({"api_key": 12345678901}, "config['api_key'] is invalid (value not shown)"),
+        (
+            {"rate_limit_store": ["redis://:hunter2@db"]},
+            "config['rate_limit_store'] is invalid (value not shown)",
+        ),
+    ],
+)
+def test_the_executable_names_a_bad_setting_in_one_line(config, needle):
+    """The SDK checks the config against the schema before `Settings.from_config` runs: its
+    error is the user's, in one line naming the setting (not "a target-databox bug")."""
+    run = run_target({"api_key": KEY, **config}, [])
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, run.stderr
+    assert needle in errors[0]
+    assert errors[0].endswith("; fix the config")
+    assert "bug" not in run.stderr
+    assert "12345678901" not in run.stderr
+    assert "hunter2" not in run.stderr
 
 
 def test_secrets_never_show():
