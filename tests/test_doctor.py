@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from target_databox.doctor import run_doctor
+from target_databox.doctor.run import run_doctor
 from target_databox.emulator import Emulator, EmulatorConfig
 from tests.support import API_KEY, EXECUTABLE, assert_key_hidden, write_config
 
