@@ -178,10 +178,15 @@ def test_a_list_that_hides_rejections_is_not_trusted(emu, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("mode", "answer"), [("reject", "refused (HTTP 400 invalid_input)"), ("cap", "capped to 100")]
+    ("mode", "maximum", "answer"),
+    [
+        ("reject", 100, "refused (HTTP 400 invalid_input)"),
+        ("reject", 50, "refused (HTTP 400 invalid_input)"),  # then no pageSize, as the target
+        ("cap", 100, "capped to 100"),
+    ],
 )
-def test_list_page_size_refused_or_capped(emu, tmp_path, capsys, mode, answer):
-    emu.config.max_page_size = 100
+def test_list_page_size_refused_or_capped(emu, tmp_path, capsys, mode, maximum, answer):
+    emu.config.max_page_size = maximum
     emu.config.page_size_over_max = mode
     code, report, _ = doctor(emu, tmp_path, capsys)
     assert code == 0
