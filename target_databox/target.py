@@ -26,7 +26,6 @@ from singer_sdk.singerlib import SingerMessageType
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from typing_extensions import override
 
-from target_databox.doctor import run_doctor
 from target_databox.doctor.cli import DOCTOR_OPTIONS, check_config
 from target_databox.errors import (
     ConfigurationError,
@@ -556,6 +555,8 @@ class TargetDatabox(BoundaryTarget):
         if getattr(config, "parse_env", False):
             settings.update(env_config(cls))
         check_config(settings)
+        from target_databox.doctor.run import run_doctor  # only here: ~9 ms of every start
+
         return run_doctor(
             RedactedConfig(settings),
             logger=cls.logger,

@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from target_databox.doctor import run_doctor
+from target_databox.doctor.run import run_doctor
 from target_databox.emulator import Emulator, EmulatorConfig
 from tests.support import API_KEY, EXECUTABLE, assert_key_hidden, write_config
 
@@ -178,10 +178,15 @@ def test_a_list_that_hides_rejections_is_not_trusted(emu, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("mode", "answer"), [("reject", "refused (HTTP 400 invalid_input)"), ("cap", "capped to 100")]
+    ("mode", "maximum", "answer"),
+    [
+        ("reject", 100, "refused (HTTP 400 invalid_input)"),
+        ("reject", 50, "refused (HTTP 400 invalid_input)"),  # then no pageSize, as the target
+        ("cap", 100, "capped to 100"),
+    ],
 )
-def test_list_page_size_refused_or_capped(emu, tmp_path, capsys, mode, answer):
-    emu.config.max_page_size = 100
+def test_list_page_size_refused_or_capped(emu, tmp_path, capsys, mode, maximum, answer):
+    emu.config.max_page_size = maximum
     emu.config.page_size_over_max = mode
     code, report, _ = doctor(emu, tmp_path, capsys)
     assert code == 0
@@ -309,13 +314,10 @@ def test_cli_doctor_options_need_doctor(emu):
     assert emu.request_log == []
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    ("signum", "code", "said"),
-    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")],
-)
-def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path, signum, code, said):
-    emu.config.processing_delay = 120  # the doctor waits for processing: interrupt it there
+def interrupt_cli_doctor(
+    emu: Emulator, signum: int, ready: Callable[[], bool], never: str
+) -> tuple[int, str, str]:
+    """Start `target-databox --doctor`, send `signum` once `ready()`; (exit code, out, err)."""
     path = write_config(settings(emu))
     proc = subprocess.Popen(
         [EXECUTABLE, "--config", path, "--doctor"],
@@ -325,15 +327,31 @@ def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path, signum, code, sai
     )
     try:
         deadline = time.monotonic() + 30
-        while not any(r.path.endswith("/ingestions") for r in emu.request_log):
-            assert time.monotonic() < deadline, "the doctor never started polling"
+        while not ready():
+            assert time.monotonic() < deadline, never
             time.sleep(0.05)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
         os.unlink(path)
-    assert proc.returncode == code, err
+    return proc.returncode, out, err
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped (SIGTERM)")],
+)
+def test_ctrl_c_deletes_the_scratch_data_source(emu, tmp_path, signum, code, said):
+    emu.config.processing_delay = 120  # the doctor waits for processing: interrupt it there
+    returncode, out, err = interrupt_cli_doctor(
+        emu,
+        signum,
+        lambda: any(r.path.endswith("/ingestions") for r in emu.request_log),
+        "the doctor never started polling",
+    )
+    assert returncode == code, err
     assert_key_hidden(out, err)
     assert emu.data_sources() == []
     assert said in out
@@ -426,23 +444,12 @@ def test_an_answer_of_unexpected_shape_is_one_line_and_cleaned_up(emu, tmp_path,
 def test_ctrl_c_while_the_creation_is_unanswered_still_deletes_it(emu):
     """Created in Databox, answer not yet back, Ctrl-C: found by its title and deleted."""
     emu.faults.add("delay", "POST", r"/v1/data-sources$", seconds=20)
-    path = write_config(settings(emu))
-    proc = subprocess.Popen(
-        [EXECUTABLE, "--config", path, "--doctor"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    returncode, out, err = interrupt_cli_doctor(
+        emu,
+        signal.SIGINT,
+        lambda: bool(emu.data_sources()),
+        "the doctor never created its data source",
     )
-    try:
-        deadline = time.monotonic() + 30
-        while not emu.data_sources():
-            assert time.monotonic() < deadline, "the doctor never created its data source"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        os.unlink(path)
-    assert proc.returncode == 130, err
+    assert returncode == 130, err
     assert_key_hidden(out, err)
     assert emu.data_sources() == []

@@ -153,7 +153,7 @@ def run_probes(session: Session, findings: Findings, *, rate_limit: bool) -> Non
 
 
 def _overwrite_and_purge(session: Session, findings: Findings, behaviour: str) -> None:
-    sizes = [_size_mb(s) for s in findings.behaviour() if s.finished]
+    sizes = [size_mb(s) for s in findings.behaviour() if s.finished]
     findings.size_before_overwrite = max((x for x in sizes if x is not None), default=None)
     # A poll before an ingestion can have finished is a wasted request: wait about as long
     # as the fastest of the first ones took (an upper bound, observed by polling).
@@ -195,11 +195,8 @@ def _send_typed(session: Session, dataset_id: str, findings: Findings) -> Sent:
     return sent
 
 
-def _size_mb(sent: Sent) -> float | None:
+def size_mb(sent: Sent) -> float | None:
     metrics = (sent.detail or {}).get("metrics") or {}
     dataset = metrics.get("datasetMetrics") if isinstance(metrics, dict) else None
     value = dataset.get("datasetSizeMB") if isinstance(dataset, dict) else None
     return float(value) if isinstance(value, int | float) else None
-
-
-size_mb = _size_mb

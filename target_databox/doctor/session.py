@@ -31,7 +31,6 @@ FINISHED_OTHER_WORDS = frozenset({"partial", "failed", "error"})
 MISSING = "(no status field)"
 ABSENT = "(not listed)"
 LIST_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 
 
 class BudgetExhausted(TargetDataboxError):
@@ -148,7 +147,9 @@ class Session:
         self._creating = False
         self.deleted = False
         self.page = PageProbe()
-        self._page_size = LIST_PAGE_SIZE
+        #: pageSize for the later lists; None = Databox's default (it refused ours), as the
+        #: target's verifier then asks.
+        self._page_size: int | None = LIST_PAGE_SIZE
         self.last_list: dict[str, list[dict[str, Any]]] = {}
         #: List words known to mean finished / not yet (others are learnt from a detail).
         self._done_words = set(SUCCESS_WORDS | FINISHED_OTHER_WORDS)
@@ -304,10 +305,8 @@ class Session:
                 if exc.status != 400:
                     raise
                 self.page.answer = "refused (" + describe_error(exc) + ")"
-                self._page_size = DEFAULT_PAGE_SIZE
-                answer = self.client.list_ingestions(
-                    dataset_id, page=1, page_size=DEFAULT_PAGE_SIZE
-                )
+                self._page_size = None
+                answer = self.client.list_ingestions(dataset_id, page=1, page_size=None)
             else:
                 pagination = answer.get("pagination")
                 size = pagination.get("pageSize") if isinstance(pagination, dict) else None
