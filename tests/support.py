@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,22 @@ class TargetRun:
     @property
     def error_lines(self) -> list[str]:
         return [line for line in self.stderr.splitlines() if "| ERROR" in line]
+
+
+@cache
+def about(fmt: str) -> str:
+    """The installed target's `--about --format=FMT` (run once per format)."""
+    return subprocess.run(
+        [EXECUTABLE, "--about", f"--format={fmt}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+
+
+def about_json() -> dict[str, Any]:
+    return json.loads(about("json"))
 
 
 def write_config(config: Mapping[str, Any], directory: str | None = None) -> str:

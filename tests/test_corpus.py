@@ -30,7 +30,7 @@ import pytest
 from target_databox.emulator import Emulator
 from tests import postgres
 from tests.support import API_KEY, EXECUTABLE, assert_key_hidden, write_config
-from tests.test_meltano import MELTANO, Meltano, require, target_env
+from tests.test_meltano import MELTANO, Meltano, require, require_meltano, target_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -478,11 +478,7 @@ def test_pipelinewise_every_key_type_with_validation(
 
 @pytest.fixture(scope="module")
 def meltano(tmp_path_factory: pytest.TempPathFactory) -> Meltano:
-    require(
-        None
-        if os.access(MELTANO, os.X_OK)
-        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
-    )
+    require_meltano()
     cli = Meltano(MELTANO, tmp_path_factory.mktemp("meltano-sys"))
     cli("install", "tap-postgres", "target-databox", timeout=900)
     return cli
