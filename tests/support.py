@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,22 @@ class TargetRun:
         return [line for line in self.stderr.splitlines() if "| ERROR" in line]
 
 
+@cache
+def about(fmt: str) -> str:
+    """The installed target's `--about --format=FMT` (run once per format)."""
+    return subprocess.run(
+        [EXECUTABLE, "--about", f"--format={fmt}"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+
+
+def about_json() -> dict[str, Any]:
+    return json.loads(about("json"))
+
+
 def write_config(config: Mapping[str, Any], directory: str | None = None) -> str:
     with tempfile.NamedTemporaryFile(
         "w", suffix=".json", delete=False, dir=directory, prefix="target-databox-"
@@ -69,18 +86,20 @@ def assert_key_hidden(*texts: str) -> None:
 
 def run_target(
     config: Mapping[str, Any],
-    messages: Iterable[Mapping[str, Any] | str] | str,
+    messages: Iterable[Mapping[str, Any] | str] | str = "",
     *,
     timeout: float = 120,
     env: Mapping[str, str] | None = None,
     args: Iterable[str] = (),
+    command: Callable[[str], list[str]] | None = None,
 ) -> TargetRun:
-    """Run the installed `target-databox` executable on the messages."""
+    """Run the installed `target-databox` executable on the messages (`command(config_path)`
+    gives another command line, e.g. Python patching the target before it starts)."""
     text = messages if isinstance(messages, str) else to_lines(messages)
     path = write_config(config)
     try:
         proc = subprocess.run(
-            [EXECUTABLE, "--config", path, *args],
+            command(path) if command else [EXECUTABLE, "--config", path, *args],
             input=text,
             capture_output=True,
             text=True,

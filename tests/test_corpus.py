@@ -16,7 +16,6 @@ package index is missing; in CI they must run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ import pytest
 
 from target_databox.emulator import Emulator
 from tests import postgres
-from tests.support import API_KEY, EXECUTABLE, assert_key_hidden, write_config
-from tests.test_meltano import MELTANO, Meltano, require, target_env
+from tests.support import API_KEY, run_target
+from tests.test_meltano import MELTANO, Meltano, require, require_meltano, target_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -354,26 +353,14 @@ class Pipelinewise:
             command += ["--state", str(state_path)]
         tap = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert tap.returncode == 0, tap.stderr[-4000:]
-        config = write_config(self.target_config)
-        try:
-            target = subprocess.run(
-                [EXECUTABLE, "--config", config],
-                input=tap.stdout,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-        finally:
-            os.unlink(config)
-        assert_key_hidden(target.stdout, target.stderr)
+        target = run_target(self.target_config, tap.stdout, timeout=300)  # checks: key hidden
         assert target.returncode == 0, target.stderr[-6000:]
         tap_states = [
             json.loads(line)["value"]
             for line in tap.stdout.splitlines()
             if line.startswith('{"type": "STATE"')
         ]
-        states = [json.loads(line) for line in target.stdout.splitlines() if line.strip()]
-        return Run(tap_states, states, target.stderr)
+        return Run(tap_states, target.states, target.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -478,11 +465,7 @@ def test_pipelinewise_every_key_type_with_validation(
 
 @pytest.fixture(scope="module")
 def meltano(tmp_path_factory: pytest.TempPathFactory) -> Meltano:
-    require(
-        None
-        if os.access(MELTANO, os.X_OK)
-        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
-    )
+    require_meltano()
     cli = Meltano(MELTANO, tmp_path_factory.mktemp("meltano-sys"))
     cli("install", "tap-postgres", "target-databox", timeout=900)
     return cli

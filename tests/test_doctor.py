@@ -20,7 +20,14 @@ import pytest
 
 from target_databox.doctor.run import run_doctor
 from target_databox.emulator import Emulator, EmulatorConfig
-from tests.support import API_KEY, EXECUTABLE, assert_key_hidden, write_config
+from tests.support import (
+    API_KEY,
+    EXECUTABLE,
+    TargetRun,
+    assert_key_hidden,
+    run_target,
+    write_config,
+)
 
 LOGGER = logging.getLogger("doctor-test")
 
@@ -269,22 +276,8 @@ def test_an_error_midway_still_deletes_the_scratch_data_source(emu, tmp_path, ca
 # Through the executable ---------------------------------------------------------------------
 
 
-def run_cli(
-    config: dict[str, Any], *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    path = write_config(config)
-    try:
-        proc = subprocess.run(
-            [EXECUTABLE, "--config", path, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-        )
-    finally:
-        os.unlink(path)
-    assert_key_hidden(proc.stdout, proc.stderr)
-    return proc
+def run_cli(config: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> TargetRun:
+    return run_target(config, args=args, env=env)
 
 
 @pytest.mark.timeout(120)

@@ -23,7 +23,7 @@ import yaml
 
 from target_databox.emulator import Emulator, EmulatorConfig
 from tests import postgres
-from tests.support import API_KEY, EXECUTABLE, assert_key_hidden
+from tests.support import API_KEY, about_json, assert_key_hidden
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +41,14 @@ def require(problem: str | None) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{problem} (CI must run the Meltano tests; see .ci/run)")
     pytest.skip(problem)
+
+
+def require_meltano() -> None:
+    require(
+        None
+        if os.access(MELTANO, os.X_OK)
+        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
+    )
 
 
 class Meltano:
@@ -76,18 +84,18 @@ class Meltano:
         )
         return proc
 
-    def state(self, state_id: str) -> dict[str, Any]:
-        out = self("state", "get", state_id).stdout
+    def json_output(self, *args: str) -> Any:
+        """The JSON object a command prints (after any log lines)."""
+        out = self(*args).stdout
         return json.loads(out[out.index("{") :])
+
+    def state(self, state_id: str) -> dict[str, Any]:
+        return self.json_output("state", "get", state_id)
 
 
 @pytest.fixture(scope="module")
 def meltano(tmp_path_factory: pytest.TempPathFactory) -> Meltano:
-    require(
-        None
-        if os.access(MELTANO, os.X_OK)
-        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
-    )
+    require_meltano()
     cli = Meltano(MELTANO, tmp_path_factory.mktemp("meltano-sys"))
     cli("install", timeout=900)
     return cli
@@ -118,11 +126,9 @@ def received_per_run(emulator: Emulator, dataset_id: str, before: int) -> int:
 
 def test_installed_plugin_is_this_checkout(meltano: Meltano) -> None:
     """`meltano invoke` runs the editable install of this repository (pip_url `-e .`)."""
-    local = subprocess.run(
-        [EXECUTABLE, "--about", "--format=json"], capture_output=True, text=True, check=True
-    ).stdout
-    invoked = meltano("invoke", "target-databox", "--about", "--format=json").stdout
-    assert json.loads(invoked[invoked.index("{") :]) == json.loads(local)
+    assert (
+        meltano.json_output("invoke", "target-databox", "--about", "--format=json") == about_json()
+    )
 
 
 def about_setting_names(about: dict[str, Any]) -> tuple[set[str], set[str]]:
@@ -157,8 +163,9 @@ def test_extractor_definitions_declare_every_setting_of_the_installed_tap(
 ) -> None:
     """meltano.yml declares each setting the installed tap reports, its secrets sensitive (an
     undeclared secret would be written to meltano.yml in plain text by `meltano config set`)."""
-    out = meltano("invoke", tap, "--about", "--format=json").stdout
-    names, secrets = about_setting_names(json.loads(out[out.index("{") :]))
+    names, secrets = about_setting_names(
+        meltano.json_output("invoke", tap, "--about", "--format=json")
+    )
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     plugin = next(p for p in project["plugins"]["extractors"] if p["name"] == tap)
     declared = {s["name"]: s for s in plugin["settings"]}

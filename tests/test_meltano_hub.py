@@ -9,8 +9,6 @@ One install for the whole module (uv's cache makes it a few seconds).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,8 @@ import pytest
 import yaml
 
 from target_databox.emulator import Emulator
-from tests.support import API_KEY, EXECUTABLE
-from tests.test_meltano import MELTANO, Meltano, require
+from tests.support import API_KEY, about_json
+from tests.test_meltano import MELTANO, Meltano, require_meltano
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +33,7 @@ def project_plugin(project: Path, kind: str, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Meltano, Path]:
     """A project made by `meltano init`, with both plugins added from references, installed."""
-    require(
-        None
-        if os.access(MELTANO, os.X_OK)
-        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
-    )
+    require_meltano()
     base = tmp_path_factory.mktemp("meltano-hub")
     Meltano(MELTANO, base / "sys", cwd=base)("init", "project", "--no-usage-stats")
     project = base / "project"
@@ -77,15 +71,9 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Meltano, Path]:
 
 def test_invoke_about_is_this_checkout(fresh: tuple[Meltano, Path]) -> None:
     meltano, _ = fresh
-    local = subprocess.run(
-        [EXECUTABLE, "--about", "--format=json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    invoked = meltano("invoke", "target-databox", "--about", "--format=json").stdout
-    assert json.loads(invoked[invoked.index("{") :]) == json.loads(local)
+    assert (
+        meltano.json_output("invoke", "target-databox", "--about", "--format=json") == about_json()
+    )
 
 
 def test_config_list_shows_the_hub_settings_and_redacts_the_key(

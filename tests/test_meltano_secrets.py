@@ -9,8 +9,6 @@ is never touched.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import EXECUTABLE
-from tests.test_meltano import MELTANO, Meltano, require
+from tests.support import about_json
+from tests.test_meltano import MELTANO, Meltano, require, require_meltano
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def target_secrets() -> set[str]:
     """The target's secrets, from its `--about` (other settings may join api_key)."""
-    about = subprocess.run(
-        [EXECUTABLE, "--about", "--format=json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    properties = json.loads(about)["settings"]["properties"]
+    properties = about_json()["settings"]["properties"]
     return {name for name, schema in properties.items() if schema.get("secret")}
 
 
@@ -93,11 +84,7 @@ def test_env_and_meltano_dir_are_ignored_by_git() -> None:
 def test_config_set_puts_every_secret_in_dotenv_and_config_list_redacts_it(
     tmp_path: Path,
 ) -> None:
-    require(
-        None
-        if os.access(MELTANO, os.X_OK)
-        else f"no Meltano at {MELTANO} (bash scripts/meltano_venv.sh, or set MELTANO_BIN)"
-    )
+    require_meltano()
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "meltano.yml", project / "meltano.yml")

@@ -72,6 +72,7 @@ def test_ignored_activate_version_is_said_once_per_stream(emulator, config):
         ]
     run = run_target({**config, "process_activate_version_messages": False}, messages)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "_sdc_deleted_at" not in run.stderr
     for stream in ("orders", "lines"):
         said = [
             line

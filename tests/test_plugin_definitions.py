@@ -6,17 +6,14 @@ When a setting or capability changes, `python scripts/plugin_definitions.py` rew
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support import EXECUTABLE
+from tests.support import about, about_json
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB_FILE = ROOT / "hub" / "loaders" / "target-databox" / "target-databox.yml"
@@ -35,21 +32,6 @@ KINDS = {
 WHOLE_OBJECTS = {"stream_maps"}
 # Which keys the Hub allows is not listed here: tests/test_hub_definition.py validates the hub
 # file against the Hub's own schema files (vendored in tests/hub_schema/).
-
-
-@cache
-def about(fmt: str) -> str:
-    return subprocess.run(
-        [EXECUTABLE, "--about", f"--format={fmt}"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-
-
-def about_json() -> dict[str, Any]:
-    return json.loads(about("json"))
 
 
 def hub() -> dict[str, Any]:

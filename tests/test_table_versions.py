@@ -313,17 +313,3 @@ def test_versions_follow_a_stream_map_alias(emulator, config):
     ]
     assert emulator.find_dataset(S) is None
     assert len(purges(emulator)) == 1
-
-
-def test_activate_version_before_its_schema_is_one_line(emulator, config):
-    run = run_target(config, [activate(1)])
-    assert run.returncode != 0
-    assert "Input line 1: ACTIVATE_VERSION of stream 'public-items' arrived before" in run.stderr
-    assert "Traceback" not in run.stderr
-
-
-def test_ignored_versions_are_said_once_per_stream(emulator, config):
-    settings = {**config, "process_activate_version_messages": False}
-    run = ok(settings, full_table(100, [1, 2], first_run=True))
-    assert run.stderr.count("ACTIVATE_VERSION messages are ignored") == 1
-    assert "_sdc_deleted_at" not in run.stderr

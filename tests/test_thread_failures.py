@@ -22,9 +22,11 @@ from tests.support import (
     TargetRun,
     assert_key_hidden,
     record,
+    run_target,
     schema,
     start_target,
     state,
+    to_lines,
     write_config,
 )
 
@@ -54,21 +56,13 @@ def patched_command(path: str, patch: str) -> list[str]:
 
 def run_patched(config: dict[str, Any], messages: list, patch: str, *, timeout: float = 20):
     """Run target-databox in a subprocess after `patch` (Python code) has run."""
-    path = write_config(config)
-    text = "".join((m if isinstance(m, str) else json.dumps(m)) + "\n" for m in messages)
-    try:
-        proc = subprocess.run(
-            patched_command(path, patch),
-            input=text,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "PYTHONPATH": os.getcwd()},
-        )
-    finally:
-        os.unlink(path)
-    assert_key_hidden(proc.stdout, proc.stderr)
-    return TargetRun(proc.returncode, proc.stdout, proc.stderr)
+    return run_target(
+        config,
+        messages,
+        timeout=timeout,
+        env={"PYTHONPATH": os.getcwd()},
+        command=lambda path: patched_command(path, patch),
+    )
 
 
 def two_batches() -> list:
@@ -223,7 +217,7 @@ def test_stdout_closed_is_one_clear_line(emulator, config):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        text = "".join(json.dumps(m) + "\n" for m in two_batches())
+        text = to_lines(two_batches())
         proc = subprocess.run(
             [EXECUTABLE, "--config", path],
             input=text,
