@@ -125,11 +125,15 @@ class OriginalFinder:
         items = _items(answer)
         size, total = pagination(answer)
         stamps = [s for s in items.values() if s is not None]
-        # Unless the first page is plainly newest first, the newest may be on the last one.
+        # Unless the first page is plainly newest first, the newest may be on the last one;
+        # a short last page and the one before it: at least a page's worth of the newest.
         newest_first = len(stamps) > 1 and stamps[0] > stamps[-1]
         if not newest_first and total is not None and total > len(items):
             size = size or max(len(items), 1)
-            items.update(_items(self._pages.read(dataset.id, math.ceil(total / size))))
+            last = math.ceil(total / size)
+            items.update(_items(self._pages.read(dataset.id, last)))
+            if last > 2 and total % size:
+                items.update(_items(self._pages.read(dataset.id, last - 1)))
         return items
 
     def _received(self, dataset: DatasetHandle, ingestion_id: str) -> int | None:
