@@ -453,7 +453,9 @@ class IngestionPages:
 
 class _Readers:
     """A few daemon threads that read details in parallel. Daemons: a read still retrying
-    after a failure must not keep the process alive (nor must an idle reader)."""
+    after a failure must not keep the process alive (nor must an idle reader). Not a
+    ThreadPoolExecutor: its workers are joined at interpreter exit (threading's atexit hook),
+    so a failed run would wait out every read's retries (up to max_retry_seconds)."""
 
     def __init__(self, count: int) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, Future[Any]] | None]
