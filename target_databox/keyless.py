@@ -29,7 +29,8 @@ from typing import Any
 
 from target_databox.client import DataboxClient
 from target_databox.destinations import DatasetHandle
-from target_databox.errors import DataboxApiError, IngestionFailedError
+from target_databox.errors import IngestionFailedError
+from target_databox.verify import IngestionPages, pagination
 
 #: How far Databox's clock may be off ours (seconds) when placing a timestamp in a window.
 CLOCK_SKEW_SECONDS = 5.0
@@ -67,7 +68,7 @@ class OriginalFinder:
         self._logger = logger
         self._clock = clock
         self._sleep = sleep
-        self._page_size: int | None = LIST_PAGE_SIZE
+        self._pages = IngestionPages(client, LIST_PAGE_SIZE, logger)
 
     def known_ids(self, dataset: DatasetHandle) -> set[str]:
         """The dataset's recent ingestions (before this run's first keyless request)."""
@@ -120,28 +121,20 @@ class OriginalFinder:
 
     def _recent(self, dataset: DatasetHandle) -> dict[str, float | None]:
         """Newest ingestions (id → epoch seconds, None if unreadable), whatever the order."""
-        answer = self._list(dataset, 1, self._page_size)
+        answer = self._pages.read(dataset.id, 1)
         items = _items(answer)
-        pagination = answer.get("pagination")
-        total = pagination.get("totalItems") if isinstance(pagination, dict) else None
+        size, total = pagination(answer)
         stamps = [s for s in items.values() if s is not None]
-        # Unless the first page is plainly newest first, the newest may be on the last one.
+        # Unless the first page is plainly newest first, the newest may be on the last one;
+        # a short last page and the one before it: at least a page's worth of the newest.
         newest_first = len(stamps) > 1 and stamps[0] > stamps[-1]
-        if not newest_first and isinstance(total, int) and total > len(items):
-            size = pagination.get("pageSize") if isinstance(pagination, dict) else None
-            size = size if isinstance(size, int) and size > 0 else max(len(items), 1)
-            items.update(_items(self._list(dataset, math.ceil(total / size), size)))
+        if not newest_first and total is not None and total > len(items):
+            size = size or max(len(items), 1)
+            last = math.ceil(total / size)
+            items.update(_items(self._pages.read(dataset.id, last)))
+            if last > 2 and total % size:
+                items.update(_items(self._pages.read(dataset.id, last - 1)))
         return items
-
-    def _list(self, dataset: DatasetHandle, page: int, size: int | None) -> dict[str, Any]:
-        """A page of the list; a 400 for our page size → Databox's own size from then on."""
-        try:
-            return self._client.list_ingestions(dataset.id, page=page, page_size=size)
-        except DataboxApiError as exc:
-            if exc.status != 400 or size is None:
-                raise
-            self._page_size = None
-            return self._client.list_ingestions(dataset.id, page=page, page_size=None)
 
     def _received(self, dataset: DatasetHandle, ingestion_id: str) -> int | None:
         detail = self._client.get_ingestion(dataset.id, ingestion_id)

@@ -152,8 +152,7 @@ class IngestionVerifier:
         self._wake_at = 0.0
         self.first_delay = INITIAL_FIRST_DELAY
         self._early_seen = False
-        #: pageSize to ask the list for; None = leave it to Databox (it refused ours).
-        self._page_size: int | None = LIST_PAGE_SIZE
+        self._pages = IngestionPages(client, LIST_PAGE_SIZE, logger)
         self._list_has_status = True
         #: Datasets whose list did not show the ingestions looked for (read details there).
         self._list_useless: set[str] = set()
@@ -387,7 +386,7 @@ class IngestionVerifier:
                     found[str(ident)] = status.lower() if isinstance(status, str) else None
             if len(found) == len(wanted) or not items or not self._list_has_status:
                 break
-            size, total = _pagination(answer)
+            size, total = pagination(answer)
             if size is not None and len(items) < size:
                 break  # the last page (by the size the answer states, not the one asked)
             if total is not None and size:
@@ -408,26 +407,55 @@ class IngestionVerifier:
         return found
 
     def _list_page(self, dataset_id: str, page: int) -> dict[str, Any]:
-        self.stats.list_reads += 1
+        before = self._pages.reads
         try:
-            return self._client.list_ingestions(dataset_id, page=page, page_size=self._page_size)
+            return self._pages.read(dataset_id, page)
+        finally:
+            self.stats.list_reads += self._pages.reads - before
+
+
+class IngestionPages:
+    """Pages of ingestion lists, asking for `page_size` items a page until Databox refuses
+    it: after a 400 the page is read again without one, and Databox's own page size is used
+    from then on (a second 400 is a real error). Shared by the verifier and keyless.py."""
+
+    def __init__(
+        self, client: DataboxClient, page_size: int | None, logger: logging.Logger
+    ) -> None:
+        self._client = client
+        self._logger = logger
+        #: pageSize to ask for; None = leave it to Databox (it refused ours).
+        self.page_size = page_size
+        #: List requests made (a refused one included).
+        self.reads = 0
+
+    def read(self, dataset_id: str, page: int) -> dict[str, Any]:
+        size = self.page_size
+        self.reads += 1
+        try:
+            return self._client.list_ingestions(dataset_id, page=page, page_size=size)
         except DataboxApiError as exc:
-            if exc.status != 400 or self._page_size is None or not _about_page_size(exc):
+            if exc.status != 400 or size is None:
                 raise
+            refusal = exc
+        self.reads += 1
+        answer = self._client.list_ingestions(dataset_id, page=page, page_size=None)
+        if self.page_size is not None:  # once: the default page size answered
+            self.page_size = None
             self._logger.info(
                 "Databox refused pageSize=%d for the ingestion list (%s); using its default "
                 "page size for the rest of the run",
-                self._page_size,
-                exc,
+                size,
+                refusal,
             )
-            self._page_size = None
-            self.stats.list_reads += 1
-            return self._client.list_ingestions(dataset_id, page=page, page_size=None)
+        return answer
 
 
 class _Readers:
     """A few daemon threads that read details in parallel. Daemons: a read still retrying
-    after a failure must not keep the process alive (nor must an idle reader)."""
+    after a failure must not keep the process alive (nor must an idle reader). Not a
+    ThreadPoolExecutor: its workers are joined at interpreter exit (threading's atexit hook),
+    so a failed run would wait out every read's retries (up to max_retry_seconds)."""
 
     def __init__(self, count: int) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, Future[Any]] | None]
@@ -468,7 +496,7 @@ class _Readers:
                 future.set_exception(exc)
 
 
-def _pagination(answer: dict[str, Any]) -> tuple[int | None, int | None]:
+def pagination(answer: dict[str, Any]) -> tuple[int | None, int | None]:
     """(pageSize, totalItems) as the answer states them, None where it does not."""
     pagination = answer.get("pagination")
     if not isinstance(pagination, dict):
@@ -481,16 +509,6 @@ def _pagination(answer: dict[str, Any]) -> tuple[int | None, int | None]:
 
     size = number("pageSize")
     return (size or None), number("totalItems")
-
-
-def _about_page_size(exc: DataboxApiError) -> bool:
-    return (
-        any(
-            (e.field or "").lower() == "pagesize" or "pagesize" in (e.message or "").lower()
-            for e in exc.errors
-        )
-        or "pagesize" in (exc.body_excerpt or "").lower()
-    )
 
 
 def outcome_from_detail(detail: dict[str, Any]) -> Outcome | None:
@@ -519,9 +537,11 @@ def outcome_from_detail(detail: dict[str, Any]) -> Outcome | None:
 
 
 __all__ = [
+    "IngestionPages",
     "IngestionVerifier",
     "Outcome",
     "PendingIngestion",
     "VerifierStats",
     "outcome_from_detail",
+    "pagination",
 ]

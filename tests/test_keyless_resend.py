@@ -289,6 +289,24 @@ def test_finder_reads_the_last_page_of_an_oldest_first_list():
     assert (2, 100) in client.calls  # the newest page, at the end
 
 
+def test_finder_sees_every_suspect_when_an_oldest_first_list_ends_on_a_short_page():
+    from target_databox.errors import IngestionFailedError
+    from target_databox.keyless import SendWindow
+
+    old = [(f"old-{n}", "2026-01-01T00:00:00Z", 10) for n in range(199)]
+    stamp = "2026-06-01T12:00:01Z"
+    # Ours ends page 2; another client's request of the same size is alone on page 3.
+    client = FakeClient(
+        [*old, ("ours", stamp, 10), ("theirs", stamp, 10)], oldest_first=True, per_page=100
+    )
+    dataset = handle()
+    dataset.known_ingestions.update(i for i, _, _ in old)
+    moment = datetime.fromisoformat("2026-06-01T12:00:01+00:00").timestamp()
+    with pytest.raises(IngestionFailedError, match="refusing to guess"):
+        finder_for(client).find(dataset, 10, SendWindow(moment - 1, moment + 1), deadline=1e18)
+    assert client.calls == [(1, 100), (3, 100), (2, 100)]
+
+
 def test_finder_falls_back_to_databox_page_size_after_a_400():
     from target_databox.keyless import SendWindow
 
